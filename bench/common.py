@@ -1,0 +1,88 @@
+"""Shared benchmark helpers: a repeat timer (median + IQR), machine info, JSON output.
+
+Benchmarks compare against a baseline timed in the same process; report ratios, not
+absolute times, in issues.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict:
+    """Wall time of fn() over `repeats` runs after `warmup` untimed ones.
+
+    Returns seconds: {"median", "q1", "q3", "iqr", "min", "times"}.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    # Why "inclusive": with few repeats it keeps the quartiles inside the observed range.
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if repeats > 1 else times * 3
+    return {"median": statistics.median(times), "q1": q1, "q3": q3, "iqr": q3 - q1,
+            "min": min(times), "times": times}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    """Installed version from package metadata (no import: torch stays unloaded)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict:
+    """CPU model, core counts, OS, and versions of python / numpy / torch."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": affinity,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "numpy": _version("numpy"),
+        "torch": _version("torch"),
+    }
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """Plain fixed-width table of `columns` from each row (floats with 2 decimals)."""
+    cells = [[f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Write payload as indented JSON, creating parent folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path

@@ -1,0 +1,27 @@
+"""Paths to the shared data next to the repository (../shared), as session fixtures
+that skip with the reason when a checkout lacks them."""
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES = SHARED / "fixtures" / "nt-reference"
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (expected beside the repository as ../shared)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """shared/fixtures/nt-reference: official checkpoints, outputs and tokenizer goldens."""
+    return _existing(FIXTURES)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """shared/data: real genomes, variants and task data sets (see its README)."""
+    return _existing(SHARED / "data")
