@@ -1,0 +1,164 @@
+"""The `ntengine` command: thin argparse front ends over the library's functions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+EXAMPLE_GENOME = Path(__file__).parent / "data" / "phiX174_NC_001422.1.fasta.gz"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def init_checkpoint(preset: str, out, seed: int = 0, layout: str = "hf") -> Path:
+    """Write a random-weight checkpoint of a published shape (for tests and benchmarks)."""
+    import torch
+
+    from ntengine.checkpoint import save_checkpoint
+    from ntengine.config import NTConfig
+    from ntengine.model import NTModel, init_random_weights
+
+    config = NTConfig.from_preset(preset)
+    torch.manual_seed(seed)
+    model = init_random_weights(NTModel(config), seed)
+    return save_checkpoint(out, config, model.state_dict(), layout=layout)
+
+
+def embed_fasta(engine, fasta, out, window: int | None = None, stride: int | None = None,
+                layer: int | None = None, batch_size: int = 8, progress: bool = True) -> dict:
+    """Mean-pooled embeddings of every window of every record of a FASTA file, as .npz.
+
+    The file holds ``embeddings`` float32 [n_windows, E] and the window coordinates
+    ``record`` (str), ``start``, ``end`` (0-based, end exclusive). It is written to a
+    temporary name and renamed, so a crash never leaves a half-written file.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from ntengine.genome.fasta import read_records
+    from ntengine.genome.windows import default_window_bp, plan_windows
+
+    window = window or default_window_bp(engine.config)
+    chunks, coords = [], []
+    with tqdm(desc="embedding", unit="bp", unit_scale=True, disable=not progress, file=sys.stderr) as bar:
+        for record in read_records(fasta):
+            windows = plan_windows(record.name, len(record.sequence), window, stride)
+            for start in range(0, len(windows), batch_size):
+                batch = windows[start:start + batch_size]
+                seqs = [record.sequence[w.start:w.end] for w in batch]
+                chunks.append(engine.embed(seqs, layer=layer, batch_size=batch_size))
+                coords.extend(batch)
+                bar.update(sum(w.end - w.start for w in batch))
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, engine.config.embed_dim), np.float32)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial.npz")
+    np.savez(tmp, embeddings=embeddings, record=np.array([w.record for w in coords]),
+             start=np.array([w.start for w in coords], dtype=np.int64),
+             end=np.array([w.end for w in coords], dtype=np.int64))
+    os.replace(tmp, out)
+    return {"windows": len(coords), "bp": int(sum(w.end - w.start for w in coords)), "path": out}
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_init(args) -> None:
+    path = init_checkpoint(args.preset, args.output, seed=args.seed, layout=args.layout)
+    _log(f"wrote a random-weight {args.preset} checkpoint ({args.layout} layout) to {path}")
+
+
+def _cmd_embed(args) -> None:
+    import ntengine
+
+    engine = ntengine.compile(args.checkpoint, device=args.device, dtype=args.dtype,
+                              trust_pickle=args.trust_pickle)
+    t0 = time.perf_counter()
+    summary = embed_fasta(engine, args.fasta, args.output, window=args.window, stride=args.stride,
+                          layer=args.layer, batch_size=args.batch_size, progress=not args.quiet)
+    dt = time.perf_counter() - t0
+    _log(f"{summary['windows']} windows, {summary['bp']:,} bp in {dt:.1f} s "
+         f"({summary['bp'] / dt:,.0f} bp/s) -> {summary['path']}")
+
+
+def _cmd_quickstart(args) -> None:
+    import numpy as np
+
+    import ntengine
+
+    out = Path(args.output)
+    ckpt = out / "nt-v2-50m-random"
+    if not (ckpt / "config.json").is_file():
+        _log(f"$ ntengine init --preset v2-50m --seed 0 -o {ckpt}")
+        init_checkpoint("v2-50m", ckpt, seed=0)
+    engine = ntengine.compile(ckpt)
+    _log(f"compiled {engine}")
+    ids = engine.tokenizer.encode(_first_record_head(EXAMPLE_GENOME, 60))
+    _log(f"first 60 bp of phiX174 -> {len(ids)} tokens: {ids.tolist()}")
+    result = out / "phiX174_embeddings.npz"
+    _log(f"$ ntengine embed {ckpt} {EXAMPLE_GENOME} -o {result} --window 1200")
+    t0 = time.perf_counter()
+    summary = embed_fasta(engine, EXAMPLE_GENOME, result, window=1200)
+    dt = time.perf_counter() - t0
+    emb = np.load(result)["embeddings"]
+    _log(f"embedded {summary['bp']:,} bp of phiX174 in {summary['windows']} windows in {dt:.1f} s: "
+         f"embeddings {emb.shape}, mean {emb.mean():+.4f}, std {emb.std():.4f} -> {result}")
+
+
+def _first_record_head(path, n: int) -> str:
+    from ntengine.genome.fasta import read_records
+
+    return next(iter(read_records(path))).sequence[:n]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ntengine import __version__
+
+    parser = argparse.ArgumentParser(prog="ntengine", description="Fast, faithful Nucleotide Transformer inference.")
+    parser.add_argument("--version", action="version", version=f"ntengine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="write a random-weight checkpoint of a published NT shape")
+    p.add_argument("--preset", required=True, help="e.g. v2-50m, v2-500m, v1-500m-human-ref")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-o", "--output", required=True, help="checkpoint folder to write")
+    p.add_argument("--layout", choices=("hf", "ntengine"), default="hf",
+                   help="checkpoint layout (default: InstaDeep's HF layout)")
+    p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser("embed", help="mean-pooled window embeddings of a FASTA file (.npz)")
+    p.add_argument("checkpoint", help="checkpoint folder (ntengine, HF or JAX layout)")
+    p.add_argument("fasta", help="FASTA file (plain, gzip or bgzip)")
+    p.add_argument("-o", "--output", required=True, help="output .npz")
+    p.add_argument("--window", type=int, help="window length in bp (default: the model's context)")
+    p.add_argument("--stride", type=int, help="window stride in bp (default: the window length)")
+    p.add_argument("--layer", type=int, help="1-based layer to embed from (default: final embeddings)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("quickstart", help="create a random v2-50m-shaped model and embed the bundled phiX174 genome")
+    p.add_argument("-o", "--output", default="ntengine-quickstart", help="working folder (default ./ntengine-quickstart)")
+    p.set_defaults(func=_cmd_quickstart)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _log(f"ntengine {args.command}: error: {err}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

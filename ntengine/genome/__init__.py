@@ -1,0 +1,1 @@
+"""Genome-scale work: reading FASTA and cutting it into model windows."""
