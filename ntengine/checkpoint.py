@@ -16,6 +16,7 @@ Pickle-based files (.bin, .joblib) load only with ``trust_pickle=True``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -135,6 +136,11 @@ def _config_from_hf(d: dict) -> NTConfig:
 
 
 def _config_to_hf(cfg: NTConfig) -> dict:
+    # HF's ESM has no embed_scale and hard-codes the token-dropout ratio (0.15 * 0.8).
+    custom_dropout = cfg.token_dropout and not math.isclose(cfg.masking_ratio * cfg.masking_prob, 0.12)
+    if cfg.embed_scale != 1.0 or custom_dropout:
+        raise CheckpointError("the HF layout cannot store embed_scale != 1 or a custom token-dropout "
+                              "ratio; write the ntengine layout instead")
     d = {
         "architectures": ["EsmForMaskedLM"],
         "model_type": "esm",
@@ -158,8 +164,6 @@ def _config_to_hf(cfg: NTConfig) -> dict:
     }
     if cfg.rotary_rescaling_factor is not None:
         d["rescaling_factor"] = cfg.rotary_rescaling_factor
-    if cfg.embed_scale != 1.0 or cfg.masking_ratio * cfg.masking_prob != 0.12:
-        raise CheckpointError("the HF layout cannot store embed_scale != 1 or a custom masking ratio")
     return d
 
 

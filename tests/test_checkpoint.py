@@ -167,3 +167,20 @@ def test_hf_and_ntengine_layouts_compute_the_same(fixtures_dir, tmp_path):
     a = ntengine.compile(fixtures_dir / "v1_tiny").forward(ids)["logits"]
     b = ntengine.compile(tmp_path).forward(ids)["logits"]
     assert rel_err(a, b) <= FP32
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_optional_modules_round_trip(tmp_path, version):
+    """emb_layer_norm_before and (v1) learned positions go through both written layouts."""
+    from ntengine.model import NTModel, init_random_weights
+
+    vocab = 4105 if version == "v1" else 4107
+    cfg = NTConfig(version, vocab, embed_dim=16, num_layers=1, num_heads=2, ffn_dim=32, max_positions=64,
+                   emb_layer_norm_before=True, token_dropout=version == "v1")
+    sd = init_random_weights(NTModel(cfg), seed=5).state_dict()
+    assert "emb_layer_norm_before.weight" in sd
+    for layout in ("hf", "ntengine"):
+        save_checkpoint(tmp_path / layout, cfg, sd, layout=layout)
+        cfg2, sd2 = load_checkpoint(tmp_path / layout)
+        assert cfg2 == cfg
+        _tensors_equal(sd, sd2)

@@ -19,15 +19,13 @@ def default_window_bp(config: NTConfig) -> int:
 
 
 def plan_windows(record: str, length: int, window: int, stride: int | None = None) -> list[Window]:
-    """Windows of `window` bp every `stride` bp (default: no overlap) covering [0, length).
+    """Windows of `window` bp starting every `stride` bp (default: no overlap) on [0, length).
 
-    The last window may be shorter; it is never dropped, so every base is covered.
+    The last window may be shorter. With stride <= window every base is covered; a
+    larger stride samples the record, leaving gaps.
     """
     stride = stride or window
     if window <= 0 or stride <= 0:
         raise ValueError(f"window and stride must be positive, got {window} and {stride}")
-    starts = range(0, max(length - window, 0) + stride, stride) if length > window else [0]
-    windows = [Window(record, s, min(s + window, length)) for s in starts if s < length]
-    if windows and windows[-1].end < length:  # stride did not land on the end
-        windows.append(Window(record, windows[-1].start + stride, length))
-    return windows
+    last = max(length - window, 0)  # the first start at or past this reaches the end
+    return [Window(record, s, min(s + window, length)) for s in range(0, last + stride, stride) if s < length]
