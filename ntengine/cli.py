@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("quickstart", help="create a random v2-50m-shaped model and embed the bundled phiX174 genome")
-    p.add_argument("-o", "--output", default="ntengine-quickstart", help="working folder (default ./ntengine-quickstart)")
+    p.add_argument("-o", "--output", default="ntengine-quickstart",
+                   help="working folder (default ./ntengine-quickstart)")
     p.set_defaults(func=_cmd_quickstart)
     return parser
 
