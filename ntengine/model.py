@@ -12,18 +12,22 @@ follows the official JAX/Haiku implementation (nucleotide_transformer/model.py):
     v2 FFN   = fc2(silu(a) * b), [a, b] = fc1(x)      (no biases)
     v2 MHA   = rotary (rotate-half, base 10000 or rescaled) on q and k
 
+The fusable steps (QKV split + rotary, attention, SwiGLU, residual add + LayerNorm)
+go through `ntengine.ops`, which runs plain-torch references unless the engine asks
+for the fused kernels (`ops.use("fused")`): one definition, two execution paths.
+
 Shapes: B batch, L tokens, E embed_dim, H heads, D head_dim, V vocabulary.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ntengine import ops
 from ntengine.config import NTConfig
 
 
@@ -34,22 +38,15 @@ def rotary_inv_freq(config: NTConfig) -> torch.Tensor:
     return 1.0 / (config.rotary_base**exponent)
 
 
-def rotary_tables(config: NTConfig, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables [L, D] for positions 0..L-1 (the `<cls>` is position 0)."""
-    inv_freq = rotary_inv_freq(config).to(device)
-    freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
-    angles = torch.cat([freqs, freqs], dim=-1)  # rotate-half pairs j with j + D/2
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, H, L, D] by the tables [L, D] (rotate-half convention)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+def rotary_tables(config: NTConfig, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [L, D/2] (fp32) of positions 0..L-1 (the `<cls>` is position 0)."""
+    freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32),
+                        rotary_inv_freq(config).to(device))
+    return freqs.cos(), freqs.sin()
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with q/k/v/out biases and a key-padding mask."""
+    """Multi-head self-attention with q/k/v/out biases over right-padded rows."""
 
     def __init__(self, config: NTConfig):
         super().__init__()
@@ -57,30 +54,41 @@ class Attention(nn.Module):
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
         self.q_proj, self.k_proj, self.v_proj = nn.Linear(e, e), nn.Linear(e, e), nn.Linear(e, e)
         self.out_proj = nn.Linear(e, e)
+        self.qkv_proj: nn.Linear | None = None
 
-    def forward(self, x, key_mask, rope=None, need_probs=False):
-        """x [B, L, E], key_mask [B, L] bool (True = real token), rope (cos, sin) or None.
+    @torch.no_grad()
+    def merge_qkv(self) -> None:
+        """Replace q/k/v_proj by one [3E, E] projection: one GEMM instead of three.
+
+        The fused backend does this at load time; the parameters then live in `qkv_proj`.
+        """
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        e = self.out_proj.in_features
+        merged = nn.Linear(e, 3 * e, device=self.out_proj.weight.device, dtype=self.out_proj.weight.dtype)
+        merged.weight.copy_(torch.cat([p.weight for p in projs]))
+        merged.bias.copy_(torch.cat([p.bias for p in projs]))
+        self.qkv_proj = merged
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def forward(self, x, lengths, rope=None, need_probs=False):
+        """x [B, L, E], lengths [B] real tokens per row, rope (cos, sin) [L, D/2] or None.
 
         Returns (out [B, L, E], probs [B, H, L, L] or None).
         """
-        b, length, _ = x.shape
-
-        def heads(t):  # [B, L, E] -> [B, H, L, D]
-            return t.view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
-
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        mask = key_mask[:, None, None, :]  # [B, 1, 1, L]: padded keys get no weight
-        probs = None
-        if need_probs:
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            probs = scores.softmax(dim=-1)
-            out = probs @ v
+        if self.qkv_proj is not None:
+            qkv = self.qkv_proj(x)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = out.transpose(1, 2).reshape(b, length, -1)  # [B, L, E]
+            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
+        cos, sin = rope if rope is not None else (None, None)
+        # 1/sqrt(D) is folded into q (the official code divides the logits: same result).
+        q, k, v = ops.qkv_rope(qkv, self.num_heads, self.head_dim**-0.5, cos, sin)  # [B, H, L, D]
+        if not need_probs:
+            return self.out_proj(ops.attention(q, k, v, lengths)), None
+        b, _, length, _ = q.shape
+        key_mask = torch.arange(length, device=x.device)[None, :] < lengths[:, None]  # [B, L]
+        scores = (q @ k.transpose(-1, -2)).masked_fill(~key_mask[:, None, None, :], torch.finfo(q.dtype).min)
+        probs = scores.softmax(dim=-1)
+        out = (probs @ v).transpose(1, 2).reshape(b, length, -1)  # [B, L, E]
         return self.out_proj(out), probs
 
 
@@ -96,12 +104,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         h = self.fc1(x)
-        if self.glu:
-            a, b = h.chunk(2, dim=-1)  # rows [0, F) go through SiLU, [F, 2F) are linear
-            h = F.silu(a) * b
-        else:
-            h = F.gelu(h)  # exact (erf) GELU, as the official "gelu-no-approx"
-        return self.fc2(h)
+        # GLU: rows [0, F) of fc1 go through SiLU, [F, 2F) are linear. v1: exact (erf) GELU.
+        return self.fc2(ops.swiglu(h) if self.glu else F.gelu(h))
 
 
 class Block(nn.Module):
@@ -115,11 +119,17 @@ class Block(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.embed_dim, eps=eps)
         self.ffn = FeedForward(config)
 
-    def forward(self, x, key_mask, rope=None, need_probs=False):
-        attn_out, probs = self.attn(self.attn_norm(x), key_mask, rope, need_probs)
-        x = x + attn_out
-        x = x + self.ffn(self.ffn_norm(x))
-        return x, probs
+    def forward(self, x, h, next_norm: nn.LayerNorm, lengths, rope=None, need_probs=False):
+        """One block: x + attn(h); then + ffn(ffn_norm(.)).
+
+        Each residual add is fused with the LayerNorm that follows it, so the block takes
+        h = attn_norm(x) and returns (x, next_norm(x), probs), where next_norm is the next
+        block's attn_norm or the final LayerNorm.
+        """
+        attn_out, probs = self.attn(h, lengths, rope, need_probs)
+        x, h = ops.add_layernorm(x, attn_out, self.ffn_norm)
+        x, h = ops.add_layernorm(x, self.ffn(h), next_norm)
+        return x, h, probs
 
 
 class LMHead(nn.Module):
@@ -217,17 +227,22 @@ class NTModel(nn.Module):
                     f"heads 0..{cfg.num_heads - 1}"
                 )
 
+        lengths = key_mask.sum(dim=1)
+        if not torch.equal(key_mask, torch.arange(length, device=key_mask.device)[None, :] < lengths[:, None]):
+            raise ValueError("attention_mask must mark a prefix of each row (right padding)")
         x = self.embed(input_ids, key_mask)
-        rope = rotary_tables(cfg, length, x.device, x.dtype) if cfg.rotary else None
+        rope = rotary_tables(cfg, length, x.device) if cfg.rotary else None
         out: dict[str, torch.Tensor] = {}
+        h = self.layers[0].attn_norm(x)
         for i, block in enumerate(self.layers, start=1):
-            heads = [h for layer, h in attention_maps if layer == i]
-            x, probs = block(x, key_mask, rope, need_probs=bool(heads))
-            for h in heads:
-                out[f"attention_map_layer_{i}_number_{h}"] = probs[:, h]
+            next_norm = self.layers[i].attn_norm if i < cfg.num_layers else self.final_norm
+            heads = [hd for layer, hd in attention_maps if layer == i]
+            x, h, probs = block(x, h, next_norm, lengths, rope, need_probs=bool(heads))
+            for hd in heads:
+                out[f"attention_map_layer_{i}_number_{hd}"] = probs[:, hd]
             if i in layers and i < cfg.num_layers:
                 out[f"embeddings_{i}"] = x
-        x = self.final_norm(x)
+        x = h  # after the final LayerNorm
         out["embeddings"] = x
         if cfg.num_layers in layers:
             out[f"embeddings_{cfg.num_layers}"] = x
