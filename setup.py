@@ -1,4 +1,5 @@
-"""Build shim: runs CMake for the native module ntengine._C (all build logic is in
+"""Build shim: runs CMake for the native modules ntengine._C and, when CUDA is enabled,
+ntengine._C_cuda (one CMake run builds both; all build logic is in
 CMakeLists.txt; package metadata is in pyproject.toml).
 
 Follows pybind11's cmake_example. Useful environment variables:
@@ -6,6 +7,8 @@ Follows pybind11's cmake_example. Useful environment variables:
   CMAKE_BUILD_PARALLEL_LEVEL  build jobs (cmake reads it itself)
   CMAKE_GENERATOR             e.g. Ninja (used by default when the ninja package is installed)
   NTENGINE_NATIVE=0           portable binary without -march=native
+  NTENGINE_CUDA=auto|1|0      build ntengine._C_cuda when nvcc is found (default) | always | never
+  NTENGINE_CUDA_ARCHS         CUDA architectures, e.g. "90" or "80;90" (default in CMakeLists.txt)
   DEBUG=1                     Debug build
 """
 
@@ -26,10 +29,47 @@ class CMakeExtension(Extension):
         self.sourcedir = os.fspath(Path(sourcedir).resolve())
 
 
+class BuiltAlongside(Extension):
+    """A module that ntengine._C's CMake run also builds when it can (ntengine._C_cuda).
+
+    Optional: setuptools then copies it (editable installs, --inplace) where it was built
+    and skips it where it was not (NTENGINE_CUDA=0, no nvcc).
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, sources=[], optional=True)
+
+
 class CMakeBuild(build_ext):
     """Configure and build with CMake, putting the module where setuptools wants it."""
 
-    def build_extension(self, ext: CMakeExtension) -> None:
+    def run(self) -> None:
+        # setuptools clears `inplace` while building and copies the modules into the source
+        # tree afterwards (editable installs, --inplace): remember which case this is.
+        self._to_source = self.inplace
+        super().run()
+
+    def build_extension(self, ext: Extension) -> None:
+        if isinstance(ext, BuiltAlongside):
+            return  # CMake writes it (or not) while building ntengine._C
+        self._build_cmake(ext)
+        for other in self.extensions:
+            if isinstance(other, BuiltAlongside):
+                self._drop_stale_copy(other)
+
+    def _drop_stale_copy(self, ext: BuiltAlongside) -> None:
+        """When this build did not produce `ext` but will copy modules into the source tree,
+        remove the copy an earlier build left there: importing it would load stale code."""
+        if not getattr(self, "_to_source", False) or Path(self.get_ext_fullpath(ext.name)).exists():
+            return
+        pkg, _, _ = ext.name.rpartition(".")
+        pkg_dir = Path(self.get_finalized_command("build_py").get_package_dir(pkg))
+        stale = pkg_dir / Path(self.get_ext_filename(ext.name)).name
+        if stale.exists():
+            print(f"removing stale {stale}: this build did not produce {ext.name}")
+            stale.unlink()
+
+    def _build_cmake(self, ext: CMakeExtension) -> None:
         import pybind11  # a build requirement; imported here so `setup.py --help` works
 
         extdir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
@@ -60,4 +100,7 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", ".", *build_args], cwd=build_temp, check=True)
 
 
-setup(ext_modules=[CMakeExtension("ntengine._C")], cmdclass={"build_ext": CMakeBuild})
+setup(
+    ext_modules=[CMakeExtension("ntengine._C"), BuiltAlongside("ntengine._C_cuda")],
+    cmdclass={"build_ext": CMakeBuild},
+)

@@ -11,6 +11,10 @@
 #include "tokenizer/kmer.h"
 
 namespace py = pybind11;
+
+namespace ntengine {
+void bind_cpu_kernels(py::module_& m);  // bindings_kernels.cpp
+}
 using ntengine::kmer::Mode;
 using ntengine::kmer::Options;
 using ntengine::kmer::Seq;
@@ -89,7 +93,7 @@ void fill_tokens(const py::list& seqs, const Options& opts,
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "ntengine compiled core (tokenizer); see ntengine/tokenizer.py for the API.";
+  m.doc() = "ntengine compiled core: tokenizer (ntengine/tokenizer.py) and CPU kernels (ntengine/ops.py).";
 
   py::enum_<Mode>(m, "Mode", "How bytes other than A C G T N are treated.")
       .value("strict", Mode::kStrict)
@@ -118,4 +122,5 @@ PYBIND11_MODULE(_C, m) {
         py::arg("ids").noconvert(), py::arg("offsets").noconvert(), py::arg("mask").noconvert(),
         py::arg("num_threads"), "Write ids [B, L], offsets [B, L, 2], mask [B, L] in place.");
   m.def("simd_level", &ntengine::kmer::simd_level, "Vector path compiled in: avx2/sse2/scalar.");
+  ntengine::bind_cpu_kernels(m);
 }

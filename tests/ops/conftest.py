@@ -1,0 +1,27 @@
+"""Devices and seeding for the fused-op tests.
+
+Every op test takes the `device` fixture: "cpu" always, "cuda" only when
+`ntengine.ops.cuda_status()` says the CUDA kernels can run (it is the one place that
+asks torch about CUDA, and it does not initialise a context).
+"""
+
+import zlib
+
+import pytest
+import torch
+
+from ntengine import ops
+
+CUDA_OK, CUDA_WHY = ops.cuda_status()
+DEVICES = ["cpu"] + (["cuda"] if CUDA_OK else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed(request):
+    """Fresh inputs per test case, reproducible from its id."""
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))

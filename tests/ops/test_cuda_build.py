@@ -1,0 +1,103 @@
+"""ntengine._C_cuda builds and imports on any machine, GPU or not: the three ops exist with
+their CPU twins' arguments plus a trailing stream, device queries never raise, and the
+host-side checks reject bad arguments before anything reaches a device.
+
+The numerical CUDA tests live in tests/ops/test_<op>.py (parametrised over devices).
+"""
+
+import importlib
+import importlib.util
+import os
+import re
+import shutil
+
+import pytest
+
+OPS = ("qkv_rope", "swiglu", "add_layernorm")
+
+
+@pytest.fixture(scope="module")
+def cuda_mod():
+    """The built module; skip where CUDA could not have been built, fail where it should."""
+    if importlib.util.find_spec("ntengine._C_cuda") is None:
+        if shutil.which("nvcc") is None:
+            pytest.skip("ntengine._C_cuda not built: no nvcc on PATH (CUDA is optional)")
+        if os.environ.get("NTENGINE_CUDA", "").strip().lower() in ("0", "off", "false", "no"):
+            pytest.skip("ntengine._C_cuda not built: NTENGINE_CUDA=0 turned it off")
+        pytest.fail("nvcc is on PATH but ntengine._C_cuda was not built: reinstall with "
+                    "`pip install -e .` and read CMake's 'ntengine:' status lines")
+    # Present, so it must import: the static CUDA runtime needs no driver or GPU to load.
+    return importlib.import_module("ntengine._C_cuda")
+
+
+def _param_types(fn) -> list[str]:
+    """Parameter types from pybind11's signature line: 'name(arg0: T0, arg1: T1) -> R'."""
+    inside = fn.__doc__.splitlines()[0].split("(", 1)[1].rsplit(") ->", 1)[0]
+    return [p.split(":", 1)[1].strip() for p in re.split(r",\s*(?=arg\d+:)", inside)]
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_exposes_op(cuda_mod, name):
+    fn = getattr(cuda_mod, name)
+    assert callable(fn)
+    assert "kernels.h" in fn.__doc__  # one-line docstring pointing at the contract
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_arguments_mirror_cpu_twin(cuda_mod, name):
+    """Same arguments as ntengine._C's op, in the same order, plus one integer stream."""
+    cpu = importlib.import_module("ntengine._C")
+    if not hasattr(cpu, name):
+        pytest.skip(f"ntengine._C has no {name} to compare with (CPU kernels not built)")
+    cpu_types, cuda_types = _param_types(getattr(cpu, name)), _param_types(getattr(cuda_mod, name))
+    assert cuda_types[:-1] == cpu_types
+    assert cuda_types[-1] == cpu_types[0]  # stream: an integer handle, like the pointers
+
+
+def test_device_queries_never_raise(cuda_mod):
+    n = cuda_mod.device_count()
+    assert isinstance(n, int) and n >= 0
+    status = cuda_mod.device_status()
+    assert isinstance(status, str) and status
+    if n > 0:
+        assert status == f"{n} CUDA device(s)"
+    else:  # no GPU: the reason is the CUDA error name, e.g. cudaErrorNoDevice
+        assert status.startswith("cudaError") or status.startswith("0 ")
+
+
+def test_build_metadata(cuda_mod):
+    assert re.fullmatch(r"\d+\.\d+", cuda_mod.cuda_version)
+    archs = cuda_mod.cuda_archs.split(",")
+    assert archs and all(re.fullmatch(r"\d+[a-z]?(-real|-virtual)?|native|all(-major)?", a)
+                         for a in archs), cuda_mod.cuda_archs
+
+
+def test_empty_sizes_are_noops(cuda_mod):
+    """Zero-sized work returns before any CUDA call: null pointers, no device needed."""
+    cuda_mod.qkv_rope(0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 2, 8, 1.0, 0, 0)  # B = 0
+    cuda_mod.swiglu(0, 0, 0, 0, 8, 1, 0)  # N = 0
+    cuda_mod.add_layernorm(0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 1e-5, 2, 0)  # N = 0
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: m.swiglu(0, 16, 0, 0, 8, 7, 0), "unknown dtype code 7"),
+        (lambda m: m.swiglu(0, 8, 0, 2, 8, 0, 0), "x_row_stride 8 < 2F = 16"),
+        (lambda m: m.add_layernorm(0, 4, 0, 8, 0, 0, 0, 0, 2, 8, 1e-5, 0, 0), "must be >= E = 8"),
+        (lambda m: m.qkv_rope(0, 9, 0, 0, 0, 0, 0, 0, 1, 1, 1, 3, 1.0, 0, 0), "must be even"),
+        (lambda m: m.qkv_rope(0, 24, 0, 0, 0, 0, 16, 0, 1, 1, 1, 8, 1.0, 0, 0), "both be given"),
+    ],
+    ids=["dtype", "swiglu-stride", "layernorm-stride", "odd-head", "cos-without-sin"],
+)
+def test_bad_arguments_raise_before_launch(cuda_mod, call, message):
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        call(cuda_mod)
+
+
+def test_launch_without_gpu_raises(cuda_mod):
+    """Where no GPU is usable, a real launch reports the CUDA error instead of crashing."""
+    if cuda_mod.device_count() > 0:
+        pytest.skip("a GPU is present: this test would launch on made-up pointers")
+    with pytest.raises(RuntimeError, match="swiglu_kernel launch failed: cudaError"):
+        cuda_mod.swiglu(256, 16, 512, 1, 8, 0, 0)
