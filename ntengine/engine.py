@@ -17,7 +17,9 @@ from ntengine.config import NTConfig
 from ntengine.model import NTModel
 from ntengine.tokenizer import Tokenizer
 
-BACKENDS = ("torch",)
+from ntengine import ops
+
+BACKENDS = ("torch", "fused")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 POOLINGS = ("mean", "cls", "none")
 
@@ -37,6 +39,34 @@ def _resolve_device(device) -> torch.device:
     return device
 
 
+def fused_status(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
+    """(available, reason): can the fused kernels run this device and dtype here?"""
+    if device.type == "cuda":
+        return ops.cuda_status()
+    if device.type != "cpu":
+        return False, f"no fused kernels for {device.type}"
+    if ops._C is None or not hasattr(ops._C, "attention"):
+        return False, "ntengine._C was built without the CPU kernels: reinstall with `pip install -e .`"
+    if dtype == torch.float16:
+        return False, "the fused CPU kernels take float32 or bfloat16, not float16"
+    if not ops.onednn_available():
+        return False, "this torch build lacks oneDNN (mkldnn), which the fused CPU GEMMs use"
+    return True, "ok"
+
+
+def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """'auto' picks the fused kernels where they can run, else plain torch; an explicit
+    'fused' that cannot run raises with the reason."""
+    if backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {list(BACKENDS)}, got {backend!r}")
+    ok, why = fused_status(device, dtype)
+    if backend == "fused" and not ok:
+        raise RuntimeError(f"backend 'fused' is not available: {why}")
+    if backend == "auto":
+        return "fused" if ok else "torch"
+    return backend
+
+
 class Engine:
     """A compiled NT model ready for inference.
 
@@ -46,20 +76,31 @@ class Engine:
         device, dtype, backend: where and how the model runs.
     """
 
-    def __init__(self, model: NTModel, device="cpu", dtype="float32", backend="auto", batch_size: int = 8):
-        if backend not in ("auto",) + BACKENDS:
-            raise ValueError(f"backend must be 'auto' or one of {list(BACKENDS)}, got {backend!r}")
-        self.backend = "torch" if backend == "auto" else backend
+    def __init__(self, model: NTModel, device="cpu", dtype="float32", backend="auto", batch_size: int = 8,
+                 packed: bool = False):
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype)
+        self.backend = _resolve_backend(backend, self.device, self.dtype)
         self.config: NTConfig = model.config
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        if self.backend == "fused":
+            for block in self.model.layers:
+                block.attn.merge_qkv()
+        # Tokens computed vs tokens that were padding, over embed()/logits() calls.
+        self.stats = {"real_tokens": 0, "padded_tokens": 0}
         self.tokenizer = Tokenizer(version=self.config.version, max_length=self.config.max_positions)
         self.batch_size = batch_size
+        self.packed = packed
         # Ids that are not nucleotides: excluded from mean pooling.
         tok = self.tokenizer
         self._special_ids = np.array(sorted({tok.unk_id, tok.pad_id, tok.mask_id, tok.cls_id,
                                              tok.token_to_id("<eos>"), tok.token_to_id("<bos>")}))
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the tokens computed by embed()/logits() so far that were padding."""
+        total = self.stats["real_tokens"] + self.stats["padded_tokens"]
+        return self.stats["padded_tokens"] / total if total else 0.0
 
     def __repr__(self):
         c = self.config
@@ -70,14 +111,15 @@ class Engine:
 
     @torch.inference_mode()
     def forward(self, ids, attention_mask=None, layers: Sequence[int] = (),
-                attention_maps: Sequence[tuple[int, int]] = (), logits: bool = True) -> dict:
-        """Run one padded batch.
+                attention_maps: Sequence[tuple[int, int]] = (), logits: bool = True, cu_seqlens=None) -> dict:
+        """Run one batch: padded rows, or one packed row with `cu_seqlens`.
 
         Args:
-            ids: [B, L] token ids (numpy or torch), `<cls>` first, right-padded.
+            ids: [B, L] token ids (numpy or torch), `<cls>` first, right-padded; or [1, L]
+                holding several sequences end to end when `cu_seqlens` is given.
             attention_mask: [B, L], nonzero at real tokens; default ``ids != pad_id``.
-            layers, attention_maps, logits: as `NTModel.forward` (layers 1-based,
-                heads 0-based: the map returned is exactly the head asked for).
+            layers, attention_maps, logits, cu_seqlens: as `NTModel.forward` (layers
+                1-based, heads 0-based: the map returned is exactly the head asked for).
 
         Returns:
             dict of float32 arrays named as the official code names them (``logits``,
@@ -85,20 +127,23 @@ class Engine:
             numpy if `ids` was numpy, torch tensors on the engine's device otherwise.
         """
         as_numpy = not isinstance(ids, torch.Tensor)
-        ids_t = torch.as_tensor(np.asarray(ids) if as_numpy else ids).to(self.device, torch.long)
-        mask_t = None
-        if attention_mask is not None:
-            mask_t = torch.as_tensor(np.asarray(attention_mask) if as_numpy else attention_mask)
-            mask_t = mask_t.to(self.device).bool()
-        out = self.model(ids_t, mask_t, layers=layers, attention_maps=attention_maps, logits=logits)
+
+        def tensor(a):
+            return None if a is None else torch.as_tensor(np.asarray(a) if as_numpy else a).to(self.device)
+
+        ids_t, mask_t, cu_t = tensor(ids).long(), tensor(attention_mask), tensor(cu_seqlens)
+        with ops.use("fused" if self.backend == "fused" else "torch"):
+            out = self.model(ids_t, None if mask_t is None else mask_t.bool(), layers=layers,
+                             attention_maps=attention_maps, logits=logits, cu_seqlens=cu_t)
         out = {k: v.float() for k, v in out.items()}
         return {k: v.cpu().numpy() for k, v in out.items()} if as_numpy else out
 
-    def _batches(self, seqs: Sequence[str], batch_size: int | None):
-        """Yield (row indices into seqs, ids [b, L], mask [b, L]) of length-sorted batches.
+    def _per_sequence(self, seqs: Sequence[str], batch_size: int | None, key: str, layers=()):
+        """Yield (index into seqs, ids [T], output `key` rows [T, ...]) for every sequence.
 
-        Sorting by token count keeps each batch's padding small; results go back to the
-        caller's order through the row indices.
+        Sequences are sorted by token count and grouped `batch_size` at a time, so each
+        padded batch carries little padding; a packed engine lays each group end to end
+        in one row instead and computes no padding at all.
         """
         if isinstance(seqs, (str, bytes)):
             raise TypeError("pass a list of sequences, not a single string")
@@ -113,7 +158,19 @@ class Engine:
         for start in range(0, len(order), size):
             rows = order[start:start + size]
             enc = self.tokenizer.batch_encode([seqs[i] for i in rows])
-            yield rows, enc.ids, enc.attention_mask
+            real = int(counts[rows].sum())
+            if self.packed:  # concatenate the group's sequences: [1, sum of lengths]
+                ids = enc.ids[enc.attention_mask]
+                cu = np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.int32)
+                out = self.forward(ids[None], layers=layers, logits=key == "logits", cu_seqlens=cu)[key][0]
+                slices = [(ids[a:b], out[a:b]) for a, b in zip(cu[:-1], cu[1:])]
+            else:
+                out = self.forward(enc.ids, enc.attention_mask, layers=layers, logits=key == "logits")[key]
+                slices = [(enc.ids[r, :counts[i]], out[r, :counts[i]]) for r, i in enumerate(rows)]
+            self.stats["real_tokens"] += real
+            self.stats["padded_tokens"] += 0 if self.packed else enc.ids.size - real
+            for i, (seq_ids, seq_out) in zip(rows, slices):
+                yield int(i), seq_ids, seq_out
 
     # ------------------------------------------------------------------ conveniences
 
@@ -136,21 +193,17 @@ class Engine:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         key = "embeddings" if layer is None else f"embeddings_{layer}"
-        layers = () if layer is None else (layer,)
         results: list = [None] * len(seqs)
-        for rows, ids, mask in self._batches(seqs, batch_size):
-            hidden = self.forward(ids, mask, layers=layers, logits=False)[key]  # [b, L, E]
-            if pooling == "cls":
-                pooled = hidden[:, 0]
-            elif pooling == "mean":
-                nucleotide = mask & ~np.isin(ids, self._special_ids)
-                counts = nucleotide.sum(1)
-                if (counts == 0).any():
-                    bad = int(rows[np.flatnonzero(counts == 0)[0]])
-                    raise ValueError(f"sequence {bad} has no nucleotide tokens to average")
-                pooled = (hidden * nucleotide[..., None]).sum(1) / counts[:, None]
-            for r, i in enumerate(rows):
-                results[i] = hidden[r, : mask[r].sum()].copy() if pooling == "none" else pooled[r]
+        for i, ids, rows in self._per_sequence(seqs, batch_size, key, () if layer is None else (layer,)):
+            if pooling == "none":
+                results[i] = rows.copy()
+            elif pooling == "cls":
+                results[i] = rows[0].copy()
+            else:
+                nucleotide = ~np.isin(ids, self._special_ids)
+                if not nucleotide.any():
+                    raise ValueError(f"sequence {i} has no nucleotide tokens to average")
+                results[i] = rows[nucleotide].mean(0)
         if pooling == "none":
             return results
         return np.stack(results).astype(np.float32) if results else np.zeros((0, self.config.embed_dim), np.float32)
@@ -158,28 +211,30 @@ class Engine:
     def logits(self, seqs: Sequence[str], batch_size: int | None = None) -> list[np.ndarray]:
         """LM-head logits, one float32 [T_i, V] array per sequence (row 0 is `<cls>`)."""
         results: list = [None] * len(seqs)
-        for rows, ids, mask in self._batches(seqs, batch_size):
-            logits = self.forward(ids, mask)["logits"]
-            for r, i in enumerate(rows):
-                results[i] = logits[r, : mask[r].sum()].copy()
+        for i, _, rows in self._per_sequence(seqs, batch_size, "logits"):
+            results[i] = rows.copy()
         return results
 
 
 def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
-            trust_pickle: bool = False, layout: str | None = None, batch_size: int = 8) -> Engine:
+            trust_pickle: bool = False, layout: str | None = None, batch_size: int = 8,
+            packed: bool = False) -> Engine:
     """Turn a checkpoint into an `Engine`.
 
     Args:
         checkpoint: folder in ntengine's, InstaDeep's HF or the official JAX layout.
         device: "cpu", "cuda", "cuda:1", ...
         dtype: "float32" | "bfloat16" | "float16" (compute dtype; outputs are float32).
-        backend: "auto" or one of `BACKENDS`.
+        backend: "torch" (plain PyTorch, the reference), "fused" (our C++/CUDA kernels,
+            QKV merged into one GEMM) or "auto" (fused where it can run here, else torch).
         trust_pickle: allow pickle-based weights (pytorch_model.bin, JAX joblib).
         layout: force "ntengine" | "hf" | "jax" instead of detecting it.
         batch_size: default sequences per forward pass in `embed`/`logits`.
+        packed: `embed`/`logits` lay each batch's sequences end to end in one row
+            (variable-length attention, no padding computed) instead of padding them.
     """
     config, state = load_checkpoint(checkpoint, trust_pickle=trust_pickle, layout=layout)
     with torch.device("meta"):
         model = NTModel(config)
     model.load_state_dict(state, strict=True, assign=True)
-    return Engine(model, device=device, dtype=dtype, backend=backend, batch_size=batch_size)
+    return Engine(model, device=device, dtype=dtype, backend=backend, batch_size=batch_size, packed=packed)

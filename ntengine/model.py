@@ -21,7 +21,7 @@ Shapes: B batch, L tokens, E embed_dim, H heads, D head_dim, V vocabulary.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,26 +70,27 @@ class Attention(nn.Module):
         self.qkv_proj = merged
         del self.q_proj, self.k_proj, self.v_proj
 
-    def forward(self, x, lengths, rope=None, need_probs=False):
-        """x [B, L, E], lengths [B] real tokens per row, rope (cos, sin) [L, D/2] or None.
+    def forward(self, x, packing: "Packing", rope=None, need_probs=False):
+        """x [B, L, E], packing (see `Packing`), rope (cos, sin) [L, D/2] tables or None.
 
         Returns (out [B, L, E], probs [B, H, L, L] or None).
         """
         if self.qkv_proj is not None:
-            qkv = self.qkv_proj(x)
+            qkv = ops.linear(x, self.qkv_proj)
         else:
-            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
+            qkv = torch.cat([ops.linear(x, p) for p in (self.q_proj, self.k_proj, self.v_proj)], dim=-1)
         cos, sin = rope if rope is not None else (None, None)
         # 1/sqrt(D) is folded into q (the official code divides the logits: same result).
-        q, k, v = ops.qkv_rope(qkv, self.num_heads, self.head_dim**-0.5, cos, sin)  # [B, H, L, D]
+        positions = packing.positions if packing.cu_seqlens is not None else None  # padded: 0..L-1
+        q, k, v = ops.qkv_rope(qkv, self.num_heads, self.head_dim**-0.5, cos, sin, positions)  # [B, H, L, D]
         if not need_probs:
-            return self.out_proj(ops.attention(q, k, v, lengths)), None
+            return ops.linear(ops.attention(q, k, v, packing.lengths, packing.cu_seqlens), self.out_proj), None
         b, _, length, _ = q.shape
-        key_mask = torch.arange(length, device=x.device)[None, :] < lengths[:, None]  # [B, L]
+        key_mask = packing.key_mask  # [B, L]; padded batches only (the model checks)
         scores = (q @ k.transpose(-1, -2)).masked_fill(~key_mask[:, None, None, :], torch.finfo(q.dtype).min)
         probs = scores.softmax(dim=-1)
         out = (probs @ v).transpose(1, 2).reshape(b, length, -1)  # [B, L, E]
-        return self.out_proj(out), probs
+        return ops.linear(out, self.out_proj), probs
 
 
 class FeedForward(nn.Module):
@@ -103,9 +104,9 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(f, e, bias=not self.glu)
 
     def forward(self, x):
-        h = self.fc1(x)
+        h = ops.linear(x, self.fc1)
         # GLU: rows [0, F) of fc1 go through SiLU, [F, 2F) are linear. v1: exact (erf) GELU.
-        return self.fc2(ops.swiglu(h) if self.glu else F.gelu(h))
+        return ops.linear(ops.swiglu(h) if self.glu else F.gelu(h), self.fc2)
 
 
 class Block(nn.Module):
@@ -119,14 +120,14 @@ class Block(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.embed_dim, eps=eps)
         self.ffn = FeedForward(config)
 
-    def forward(self, x, h, next_norm: nn.LayerNorm, lengths, rope=None, need_probs=False):
+    def forward(self, x, h, next_norm: nn.LayerNorm, packing: Packing, rope=None, need_probs=False):
         """One block: x + attn(h); then + ffn(ffn_norm(.)).
 
         Each residual add is fused with the LayerNorm that follows it, so the block takes
         h = attn_norm(x) and returns (x, next_norm(x), probs), where next_norm is the next
         block's attn_norm or the final LayerNorm.
         """
-        attn_out, probs = self.attn(h, lengths, rope, need_probs)
+        attn_out, probs = self.attn(h, packing, rope, need_probs)
         x, h = ops.add_layernorm(x, attn_out, self.ffn_norm)
         x, h = ops.add_layernorm(x, self.ffn(h), next_norm)
         return x, h, probs
@@ -143,7 +144,40 @@ class LMHead(nn.Module):
         self.decoder = nn.Linear(e, config.vocab_size)
 
     def forward(self, x):
-        return self.decoder(self.norm(F.gelu(self.dense(x))))
+        return ops.linear(self.norm(F.gelu(ops.linear(x, self.dense))), self.decoder)
+
+
+class Packing(NamedTuple):
+    """How the tokens of a [B, L] input form sequences.
+
+    Padded: B rows, each one sequence, right-padded (`lengths`). Packed: one row (B == 1)
+    of sequences laid end to end, sequence s at [cu_seqlens[s], cu_seqlens[s + 1]).
+    """
+
+    key_mask: torch.Tensor  # [B, L] bool, real tokens
+    positions: torch.Tensor  # [B, L] long, position of each token in its sequence
+    segments: torch.Tensor  # [B, L] long, which sequence each token belongs to
+    lengths: Optional[torch.Tensor]  # [B] (padded) or None
+    cu_seqlens: Optional[torch.Tensor]  # [S + 1] (packed) or None
+
+    @staticmethod
+    def padded(key_mask: torch.Tensor) -> "Packing":
+        b, length = key_mask.shape
+        t = torch.arange(length, device=key_mask.device)
+        lengths = key_mask.sum(dim=1)
+        if not torch.equal(key_mask, t[None, :] < lengths[:, None]):
+            raise ValueError("attention_mask must mark a prefix of each row (right padding)")
+        rows = torch.arange(b, device=key_mask.device)[:, None].expand(b, length)
+        return Packing(key_mask, t.expand(b, length), rows, lengths, None)
+
+    @staticmethod
+    def packed(cu_seqlens: torch.Tensor, length: int) -> "Packing":
+        cu = cu_seqlens.to(torch.long)
+        if cu[0] != 0 or not bool((cu[1:] > cu[:-1]).all()) or cu[-1] > length:
+            raise ValueError(f"cu_seqlens must rise strictly from 0 to at most {length}, got {cu.tolist()}")
+        t = torch.arange(length, device=cu.device)
+        segments = torch.bucketize(t, cu[1:], right=True).clamp(max=len(cu) - 2)
+        return Packing((t < cu[-1])[None], (t - cu[segments])[None], segments[None], None, cu)
 
 
 class NTModel(nn.Module):
@@ -163,21 +197,24 @@ class NTModel(nn.Module):
         self.final_norm = nn.LayerNorm(e, eps=config.layer_norm_eps)
         self.lm_head = LMHead(config)
 
-    def embed(self, input_ids: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, packing: Packing) -> torch.Tensor:
         """Token (+ position) embeddings [B, L, E] before the first block."""
         cfg = self.config
         x = self.embed_tokens(input_ids) * cfg.embed_scale
         if cfg.token_dropout:
             # The official code applies ESM token dropout at inference too: <mask> rows are
-            # zeroed and every row is rescaled by (1 - train ratio) / (1 - observed ratio).
+            # zeroed and each sequence is rescaled by (1 - train ratio) / (1 - observed ratio).
             is_mask = input_ids == cfg.mask_id
             x = x.masked_fill(is_mask[..., None], 0.0)
-            observed = (is_mask & key_mask).sum(-1) / key_mask.sum(-1)
+            seg, real = packing.segments.flatten(), packing.key_mask.flatten().float()
+            n_real = torch.zeros(int(seg.max()) + 1, device=x.device).index_add_(0, seg, real)
+            n_mask = torch.zeros_like(n_real).index_add_(0, seg, is_mask.flatten() * real)
+            observed = (n_mask / n_real)[packing.segments]  # [B, L]
             train_ratio = cfg.masking_ratio * cfg.masking_prob
-            x = x * ((1 - train_ratio) / (1 - observed)).to(x.dtype)[:, None, None]
-        if not cfg.rotary:
-            positions = torch.cumsum(key_mask, dim=1) * key_mask + cfg.pad_id
-            x = x + self.embed_positions(positions)
+            x = x * ((1 - train_ratio) / (1 - observed)).to(x.dtype)[..., None]
+        if not cfg.rotary:  # ESM rows: pad_id + 1 + position; padding reads row pad_id
+            rows = torch.where(packing.key_mask, packing.positions + cfg.pad_id + 1, cfg.pad_id)
+            x = x + self.embed_positions(rows)
         if cfg.emb_layer_norm_before:
             x = self.emb_layer_norm_before(x)
         return x
@@ -189,6 +226,7 @@ class NTModel(nn.Module):
         layers: Iterable[int] = (),
         attention_maps: Sequence[tuple[int, int]] = (),
         logits: bool = True,
+        cu_seqlens: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Run the model.
 
@@ -203,6 +241,9 @@ class NTModel(nn.Module):
                 [B, L(query), L(key)] of exactly that head. (The official code returns
                 head + 1 under this name, an off-by-one we do not reproduce.)
             logits: compute the LM head.
+            cu_seqlens: int [S + 1]: run a packed batch instead: input_ids is one row [1, L]
+                holding S sequences (each `<cls>` first) end to end, no padding between
+                them; positions restart and attention stays within each sequence.
 
         Returns:
             dict with ``embeddings`` [B, L, E] (after the final LayerNorm), ``logits``
@@ -211,11 +252,16 @@ class NTModel(nn.Module):
         """
         cfg = self.config
         _, length = input_ids.shape
-        if length > cfg.max_positions:
-            raise ValueError(
-                f"input has {length} tokens but this model takes at most {cfg.max_positions}"
-            )
-        key_mask = input_ids != cfg.pad_id if attention_mask is None else attention_mask.bool()
+        if cu_seqlens is not None:
+            if input_ids.shape[0] != 1 or attention_maps:
+                raise ValueError("packed batches take one row of ids and return no attention maps")
+            packing = Packing.packed(cu_seqlens.to(input_ids.device), length)
+        else:
+            key_mask = input_ids != cfg.pad_id if attention_mask is None else attention_mask.bool()
+            packing = Packing.padded(key_mask)
+        longest = length if packing.cu_seqlens is None else int(packing.positions.max()) + 1
+        if longest > cfg.max_positions:
+            raise ValueError(f"input has {longest} tokens but this model takes at most {cfg.max_positions}")
         layers = set(layers)
         for i in layers:
             if not 1 <= i <= cfg.num_layers:
@@ -227,17 +273,14 @@ class NTModel(nn.Module):
                     f"heads 0..{cfg.num_heads - 1}"
                 )
 
-        lengths = key_mask.sum(dim=1)
-        if not torch.equal(key_mask, torch.arange(length, device=key_mask.device)[None, :] < lengths[:, None]):
-            raise ValueError("attention_mask must mark a prefix of each row (right padding)")
-        x = self.embed(input_ids, key_mask)
+        x = self.embed(input_ids, packing)
         rope = rotary_tables(cfg, length, x.device) if cfg.rotary else None
         out: dict[str, torch.Tensor] = {}
         h = self.layers[0].attn_norm(x)
         for i, block in enumerate(self.layers, start=1):
             next_norm = self.layers[i].attn_norm if i < cfg.num_layers else self.final_norm
             heads = [hd for layer, hd in attention_maps if layer == i]
-            x, h, probs = block(x, h, next_norm, lengths, rope, need_probs=bool(heads))
+            x, h, probs = block(x, h, next_norm, packing, rope, need_probs=bool(heads))
             for hd in heads:
                 out[f"attention_map_layer_{i}_number_{hd}"] = probs[:, hd]
             if i in layers and i < cfg.num_layers:

@@ -16,11 +16,17 @@ MODELS = ["v1_tiny", "v2_tiny"]
 LAYOUTS = ["hf", "jax"]
 
 
-@pytest.fixture(scope="module", params=[(m, lay) for m in MODELS for lay in LAYOUTS], ids=lambda p: "-".join(p))
+# The reference (torch) is what the goldens pin down; the fused backend is held to the
+# same bound here too, on top of its comparison with the reference (test_fused_backend).
+BACKENDS = ["torch", "fused"]
+
+
+@pytest.fixture(scope="module", params=[(m, lay, b) for m in MODELS for lay in LAYOUTS for b in BACKENDS],
+                ids=lambda p: "-".join(p))
 def case(request, fixtures_dir):
-    model, layout = request.param
+    model, layout, backend = request.param
     folder = fixtures_dir / model
-    engine = ntengine.compile(folder, layout=layout, trust_pickle=(layout == "jax"))
+    engine = ntengine.compile(folder, layout=layout, trust_pickle=(layout == "jax"), backend=backend)
     golden = dict(np.load(folder / "golden.npz"))
     meta = json.loads((folder / "golden.json").read_text())
     return engine, golden, meta

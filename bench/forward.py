@@ -1,0 +1,174 @@
+"""Forward throughput: reference eager vs fused, fp32 and bf16, at a published NT shape.
+
+    python bench/forward.py                         # NT-v2-50M shape, the issue's shapes
+    python bench/forward.py --preset v2-100m --shapes 8x1000 -r 5
+
+Every engine runs the same random-weight model (`init_random_weights`, seed 0) on the
+same real E. coli windows, in one process, so ratios between rows are meaningful.
+"tokens/s" counts real tokens through the encoder (the embeddings; no LM head).
+
+FLOP formula (multiply-add = 2 FLOPs), per token and layer, for width E, FFN width F
+and context L (tokens per row, `<cls>` included):
+    projections  2 * (4 E^2 + 3 E F)     q, k, v, out; SwiGLU fc1 (E -> 2F) and fc2
+    attention    4 * L * E               q k^T and p v over all heads
+(v1 models: 2 * (4 E^2 + 2 E F) for the GELU FFN.) GFLOP/s = that * layers * tokens / s.
+The ceiling is torch's own GEMM ([B*L, E] @ [E, 2F]) in the same dtype, timed here.
+
+Results: a table on stdout, JSON and a PNG under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, machine_info, print_table, timeit, write_json
+from ntengine.config import NTConfig
+from ntengine.engine import Engine, fused_status
+from ntengine.model import NTModel, init_random_weights
+
+GENOME = Path(__file__).resolve().parents[2] / "shared" / "data" / "genomes" / "ecoli_K12_MG1655_NC_000913.3.fna.gz"
+SHAPES = "1x128,1x1000,8x1000,1x2048,4x2048"
+ENGINES = [("eager", "torch", "float32"), ("eager", "torch", "bfloat16"),
+           ("fused", "fused", "float32"), ("fused", "fused", "bfloat16")]
+
+
+def flops_per_token(cfg: NTConfig, context: int) -> float:
+    e, f = cfg.embed_dim, cfg.ffn_dim
+    ffn = 3 * e * f if cfg.rotary else 2 * e * f
+    return cfg.num_layers * (2 * (4 * e * e + ffn) + 4 * context * e)
+
+
+def genome_windows(batch: int, tokens: int) -> list[str]:
+    """`batch` E. coli windows of exactly `tokens` tokens each (6-mers, no N)."""
+    with gzip.open(GENOME, "rt") as f:
+        next(f)
+        need = batch * 6 * (tokens - 1)
+        seq, size = [], 0
+        for line in f:
+            seq.append(line.strip())
+            size += len(seq[-1])
+            if size >= need:
+                break
+    genome = "".join(seq)
+    width = 6 * (tokens - 1)
+    return [genome[i * width:(i + 1) * width] for i in range(batch)]
+
+
+def gemm_ceiling(cfg: NTConfig, rows: int, dtype: torch.dtype, repeats: int) -> float:
+    a = torch.randn(rows, cfg.embed_dim, dtype=dtype)
+    b = torch.randn(cfg.embed_dim, 2 * cfg.ffn_dim, dtype=dtype)
+    t = timeit(lambda: a @ b, repeats=repeats)["median"]
+    return 2 * rows * cfg.embed_dim * 2 * cfg.ffn_dim / t / 1e9
+
+
+def mixed_lengths(cfg: NTConfig, engines: dict, args) -> list[dict]:
+    """Length bucketing vs packing: embed() on sequences of very different lengths."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    genome = genome_windows(1, 2048 * 4)[0]
+    lengths = rng.integers(64, 2049, size=args.mixed)
+    starts = rng.integers(0, len(genome) - 6 * 2048, size=args.mixed)
+    seqs = [genome[s:s + 6 * (n - 1)] for s, n in zip(starts, lengths)]
+    out = []
+    for name, engine in engines.items():
+        for packed in (False, True):
+            engine.packed = packed
+            engine.stats = {"real_tokens": 0, "padded_tokens": 0}
+            t = timeit(lambda: engine.embed(seqs), repeats=max(1, args.repeats // 2))
+            out.append({"engine": name, "layout": "packed" if packed else "sorted+padded",
+                        "median_s": t["median"], "iqr_s": t["iqr"], "tokens_per_s": int(lengths.sum()) / t["median"],
+                        "padding_fraction": engine.padding_fraction})
+        engine.packed = False
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="v2-50m", help="published shape (default v2-50m)")
+    parser.add_argument("--shapes", default=SHAPES, help=f"BATCHxTOKENS list (default {SHAPES})")
+    parser.add_argument("-r", "--repeats", type=int, default=5, help="timed runs per case (default 5)")
+    parser.add_argument("--engines", default="all", help="comma list of eager-float32, fused-bfloat16, ...")
+    parser.add_argument("--mixed", type=int, default=32,
+                        help="also embed this many sequences of mixed lengths, padded vs packed (0: skip)")
+    parser.add_argument("--out", default=str(RESULTS / "forward.json"), help="JSON path (PNG beside it)")
+    args = parser.parse_args()
+
+    cfg = NTConfig.from_preset(args.preset)
+    torch.manual_seed(0)
+    engines = {}
+    for label, backend, dtype in ENGINES:
+        name = f"{label}-{dtype}"
+        if args.engines != "all" and name not in args.engines.split(","):
+            continue
+        ok, why = fused_status(torch.device("cpu"), getattr(torch, dtype))
+        if backend == "fused" and not ok:
+            print(f"skipping {name}: {why}")
+            continue
+        engines[name] = Engine(init_random_weights(NTModel(cfg), seed=0), dtype=dtype, backend=backend)
+
+    rows = []
+    for shape in args.shapes.split(","):
+        batch, tokens = (int(x) for x in shape.split("x"))
+        enc = next(iter(engines.values())).tokenizer.batch_encode(genome_windows(batch, tokens))
+        assert enc.ids.shape == (batch, tokens)
+        ceilings = {}
+        for name, engine in engines.items():
+            dtype = engine.dtype
+            if dtype not in ceilings:
+                ceilings[dtype] = gemm_ceiling(cfg, batch * tokens, dtype, args.repeats)
+            t = timeit(lambda: engine.forward(enc.ids, enc.attention_mask, logits=False), repeats=args.repeats)
+            tok_s = batch * tokens / t["median"]
+            rows.append({"shape": shape, "engine": name, "median_ms": t["median"] * 1e3, "iqr_ms": t["iqr"] * 1e3,
+                         "tokens_per_s": tok_s, "gflops": tok_s * flops_per_token(cfg, tokens) / 1e9,
+                         "gemm_ceiling_gflops": ceilings[dtype]})
+        base = next(r for r in rows if r["shape"] == shape and r["engine"] == "eager-float32")["tokens_per_s"]
+        for r in rows:
+            if r["shape"] == shape:
+                r["vs_eager_fp32"] = r["tokens_per_s"] / base
+        print(f"done {shape}", flush=True)
+
+    mixed = mixed_lengths(cfg, engines, args) if args.mixed else []
+
+    print(f"\n{args.preset}, {machine_info()['cpu']}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print_table(rows, ["shape", "engine", "median_ms", "iqr_ms", "tokens_per_s", "gflops", "gemm_ceiling_gflops",
+                       "vs_eager_fp32"])
+    if mixed:
+        print(f"\nembed() of {args.mixed} sequences of 64..2048 tokens (seeded), batch size 8:")
+        print_table(mixed, ["engine", "layout", "median_s", "iqr_s", "tokens_per_s", "padding_fraction"])
+    out = write_json(Path(args.out), {"preset": args.preset, "machine": machine_info(),
+                                      "threads": torch.get_num_threads(), "repeats": args.repeats, "rows": rows,
+                                      "mixed_lengths": mixed})
+    plot(rows, out.with_suffix(".png"), args.preset)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def plot(rows: list[dict], path: Path, preset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    names = list(dict.fromkeys(r["engine"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [next((r["tokens_per_s"] for r in rows if r["shape"] == s and r["engine"] == name), 0)
+                  for s in shapes]
+        ax.bar([x + i * width for x in range(len(shapes))], values, width, label=name)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(shapes))], shapes)
+    ax.set_xlabel("batch x tokens")
+    ax.set_ylabel("tokens / s")
+    ax.set_title(f"NT {preset} forward (embeddings), CPU")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
