@@ -8,8 +8,9 @@
 A shape is BxHxLxD. Napkin math: attention is compute-bound; the physical metric is
 GFLOP/s = 4 * H * D * sum_b(len_b^2) / median time (the two matmuls, real tokens only:
 softmax, masking and padded tokens are not counted, so SDPA's work on padded keys is its
-loss). E.g. 8x16x1000x32 is 16.4 GFLOP: ~130 ms at SDPA's ~125 GFLOP/s. Ceilings measured
-on the team's Zen 4 (2 cores): bf16 GEMM ~420 GFLOP/s, fp32 GEMM ~170-190.
+loss). E.g. 8x16x1000x32 is 16.4 GFLOP: ~130 ms at SDPA's ~125 GFLOP/s. Peaks of the
+2-vCPU AMD EPYC here (two 512-bit FMA pipes per core), from a register-only
+microbenchmark: ~1000 GFLOP/s for vdpbf16ps, ~536 for fp32 FMA.
 `sdpa` is the bare SDPA call ([B, H, L, D] out); `ref` is `ops.attention_ref` (SDPA plus
 the [B, L, E] layout and zeroed padding rows, i.e. what the model runs in "torch" mode);
 `fused` is `torch.ops.ntengine.attention` (same output as `ref`). Fused is validated

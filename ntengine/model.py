@@ -46,7 +46,7 @@ def rotary_tables(config: NTConfig, length: int, device) -> tuple[torch.Tensor, 
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with q/k/v/out biases over right-padded rows."""
+    """Multi-head self-attention with q/k/v/out biases over right-padded or packed rows."""
 
     def __init__(self, config: NTConfig):
         super().__init__()
@@ -165,7 +165,8 @@ class Packing(NamedTuple):
         b, length = key_mask.shape
         t = torch.arange(length, device=key_mask.device)
         lengths = key_mask.sum(dim=1)
-        if not torch.equal(key_mask, t[None, :] < lengths[:, None]):
+        # Checked in eager mode only: a data-dependent branch would break torch.compile/export.
+        if not torch.compiler.is_compiling() and not torch.equal(key_mask, t[None, :] < lengths[:, None]):
             raise ValueError("attention_mask must mark a prefix of each row (right padding)")
         rows = torch.arange(b, device=key_mask.device)[:, None].expand(b, length)
         return Packing(key_mask, t.expand(b, length), rows, lengths, None)

@@ -18,7 +18,6 @@ Shapes: B batch, L tokens, H heads, D head size, E = H * D, N rows, F FFN width.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from typing import Optional
 
 import torch
@@ -30,24 +29,24 @@ except ImportError:  # the pure-torch path still works; "fused" says what is mis
     _C = None
 
 MODES = ("torch", "fused")
-_mode = contextvars.ContextVar("ntengine_ops_mode", default="torch")
+# A plain global, not a ContextVar: torch.compile can trace (and guard on) a global.
+# The mode is therefore process-wide: do not run a "torch" and a "fused" engine in two
+# threads at once.
+_MODE = "torch"
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
 @contextlib.contextmanager
 def use(mode: str):
     """Route ops through "torch" (the references) or "fused" (our kernels) in this context."""
+    global _MODE
     if mode not in MODES:
         raise ValueError(f"ops mode must be one of {MODES}, got {mode!r}")
-    token = _mode.set(mode)
+    previous, _MODE = _MODE, mode
     try:
         yield
     finally:
-        _mode.reset(token)
-
-
-def mode() -> str:
-    return _mode.get()
+        _MODE = previous
 
 
 def cuda_status() -> tuple[bool, str]:
@@ -118,7 +117,7 @@ def linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
     torch's default fp32 path (MKL sgemm) runs AVX2 code on AMD CPUs, oneDNN AVX-512 -
     about 2x the fp32 GEMM throughput measured on this project's Zen CPU (bench/forward.py).
     """
-    if _mode.get() == "torch" or x.device.type != "cpu":
+    if _MODE == "torch" or x.device.type != "cpu":
         return F.linear(x, layer.weight, layer.bias)
     return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
 
@@ -197,7 +196,7 @@ def _(qkv, num_heads, q_scale, cos, sin, positions):
 
 def qkv_rope(qkv, num_heads, q_scale, cos=None, sin=None, positions=None):
     """See `qkv_rope_ref`; fused in "fused" mode."""
-    if _mode.get() == "torch":
+    if _MODE == "torch":
         return qkv_rope_ref(qkv, num_heads, q_scale, cos, sin, positions)
     return torch.ops.ntengine.qkv_rope(qkv, num_heads, q_scale, cos, sin, positions)
 
@@ -228,7 +227,7 @@ def _(x):
 
 def swiglu(x):
     """See `swiglu_ref`; fused in "fused" mode."""
-    return swiglu_ref(x) if _mode.get() == "torch" else torch.ops.ntengine.swiglu(x)
+    return swiglu_ref(x) if _MODE == "torch" else torch.ops.ntengine.swiglu(x)
 
 
 # --------------------------------------------------------------------------- add_layernorm
@@ -268,7 +267,7 @@ def _(x, delta, weight, bias, eps):
 
 def add_layernorm(x, delta, norm: torch.nn.LayerNorm):
     """(x + delta, norm(x + delta)) with `norm`'s weight, bias and eps."""
-    if _mode.get() == "torch":
+    if _MODE == "torch":
         return add_layernorm_ref(x, delta, norm.weight, norm.bias, norm.eps)
     return torch.ops.ntengine.add_layernorm(x, delta, norm.weight, norm.bias, norm.eps)
 
@@ -327,6 +326,6 @@ def _(q, k, v, lengths, cu_seqlens):
 
 def attention(q, k, v, lengths=None, cu_seqlens=None):
     """See `attention_ref`; our flash-style kernel in "fused" mode on the CPU."""
-    if _mode.get() == "torch" or q.device.type == "cuda":
+    if _MODE == "torch" or q.device.type == "cuda":
         return attention_ref(q, k, v, lengths, cu_seqlens)
     return torch.ops.ntengine.attention(q, k, v, lengths, cu_seqlens)

@@ -112,3 +112,26 @@ def test_packed_token_dropout_is_per_sequence(fixtures_dir):
     packed = engine.forward(np.concatenate([a, b])[None], cu_seqlens=cu)["logits"][0]
     assert rel_err(packed[: len(a)], alone[0]) <= FP32
     assert rel_err(packed[len(a):], alone[1]) <= FP32
+
+
+def test_compile_and_export_see_one_op_each(fixtures_dir):
+    """torch.compile (fullgraph) and torch.export trace the fused model through the
+    custom ops' fakes: each fused op is one graph node, and the results do not change."""
+    import torch
+
+    from ntengine import ops
+
+    engine = ntengine.compile(fixtures_dir / "v2_tiny", backend="fused")
+    golden = np.load(fixtures_dir / "v2_tiny" / "golden.npz")
+    ids, mask = torch.from_numpy(golden["tokens"]).long(), torch.from_numpy(golden["sequence_mask"]).bool()
+    with ops.use("fused"), torch.inference_mode():
+        eager = engine.model(ids, mask)["logits"]
+        compiled = torch.compile(engine.model, backend="aot_eager", fullgraph=True)(ids, mask)["logits"]
+    assert rel_err(compiled, eager) <= FP32
+    with ops.use("fused"):
+        program = torch.export.export(engine.model, (ids, mask))
+        exported = program.module()(ids, mask)["logits"].detach()
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    for op in ("qkv_rope", "attention", "swiglu", "add_layernorm"):
+        assert f"ntengine.{op}.default" in targets
+    assert rel_err(exported, eager) <= FP32

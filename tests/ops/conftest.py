@@ -1,8 +1,8 @@
 """Devices and seeding for the fused-op tests.
 
-Every op test takes the `device` fixture: "cpu" always, "cuda" only when
-`ntengine.ops.cuda_status()` says the CUDA kernels can run (it is the one place that
-asks torch about CUDA, and it does not initialise a context).
+Every op test takes the `device` fixture: "cpu" always, and "cuda", which skips with
+the reason when `ntengine.ops.cuda_status()` says the CUDA kernels cannot run here (it
+is the one place that asks torch about CUDA, and it does not initialise a context).
 """
 
 import zlib
@@ -13,7 +13,7 @@ import torch
 from ntengine import ops
 
 CUDA_OK, CUDA_WHY = ops.cuda_status()
-DEVICES = ["cpu"] + (["cuda"] if CUDA_OK else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_OK, reason=f"CUDA: {CUDA_WHY}"))]
 
 
 @pytest.fixture(params=DEVICES)
