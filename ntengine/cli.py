@@ -75,8 +75,9 @@ def _cmd_init(args) -> None:
 def _cmd_embed(args) -> None:
     import ntengine
 
-    engine = ntengine.compile(args.checkpoint, device=args.device, dtype=args.dtype,
+    engine = ntengine.compile(args.checkpoint, device=args.device, dtype=args.dtype, backend=args.backend,
                               trust_pickle=args.trust_pickle)
+    _log(f"compiled {engine}")
     t0 = time.perf_counter()
     summary = embed_fasta(engine, args.fasta, args.output, window=args.window, stride=args.stride,
                           layer=args.layer, batch_size=args.batch_size, progress=not args.quiet)
@@ -139,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, help="1-based layer to embed from (default: final embeddings)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="compute dtype (default float32; bfloat16 is ~2x faster on CPUs with AVX512_BF16)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "fused"),
+                   help="auto (default): our fused kernels where they can run, else plain torch")
     p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_embed)
