@@ -14,6 +14,7 @@
 #include <string>
 
 #include "common/check.h"
+#include "bindings_common.h"
 #include "kernels/kernels.h"
 
 #ifndef NTE_CUDA_ARCHS
@@ -25,15 +26,8 @@ namespace py = pybind11;
 namespace ntengine {
 namespace {
 
-template <typename T = void>
-T* ptr(uintptr_t p) {
-  return reinterpret_cast<T*>(p);
-}
-
-DType to_dtype(int code) {
-  NTE_CHECK(code >= 0 && code <= 2, "unknown dtype code ", code);
-  return static_cast<DType>(code);
-}
+using binding::ptr;
+using binding::to_dtype;
 
 // cudaGetDeviceCount with its error; the (non-sticky) error is cleared so that it does
 // not surface later as the "last error" of an unrelated launch.

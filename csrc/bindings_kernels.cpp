@@ -6,25 +6,15 @@
 
 #include <cstdint>
 
-#include "common/check.h"
+#include "bindings_common.h"
 #include "kernels/kernels.h"
 
 namespace py = pybind11;
 
 namespace ntengine {
-namespace {
 
-template <typename T = void>
-T* ptr(uintptr_t p) {
-  return reinterpret_cast<T*>(p);
-}
-
-DType to_dtype(int code) {
-  NTE_CHECK(code >= 0 && code <= 2, "unknown dtype code ", code);
-  return static_cast<DType>(code);
-}
-
-}  // namespace
+using binding::ptr;
+using binding::to_dtype;
 
 void bind_cpu_kernels(py::module_& m) {
   m.def(
