@@ -85,7 +85,7 @@ def _launch(lib, name: str, t: torch.Tensor, *args):
         getattr(lib, name)(*args)
 
 
-def _rows(t: torch.Tensor, name: str) -> tuple[torch.Tensor, int]:
+def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     """t viewed as rows [N, last] with a uniform row stride and a contiguous last dim.
 
     Inputs that cannot be viewed so are copied (correct, just slower).
@@ -213,7 +213,7 @@ def swiglu_ref(x: torch.Tensor) -> torch.Tensor:
 @torch.library.custom_op("ntengine::swiglu", mutates_args=(), device_types=("cpu", "cuda"))
 def _swiglu_op(x: torch.Tensor) -> torch.Tensor:
     code = _check_dtype(x)
-    rows, stride = _rows(x, "x")
+    rows, stride = _rows(x)
     f = x.shape[-1] // 2
     out = x.new_empty(*x.shape[:-1], f)
     _launch(_kernels(x), "swiglu", x, rows.data_ptr(), stride, out.data_ptr(), rows.shape[0], f, code)
@@ -250,8 +250,8 @@ def _add_layernorm_op(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor
     code = _check_dtype(x, delta, weight, bias)
     if x.shape != delta.shape:
         raise ValueError(f"x {tuple(x.shape)} and delta {tuple(delta.shape)} must have one shape")
-    xr, xs = _rows(x, "x")
-    dr, ds = _rows(delta, "delta")
+    xr, xs = _rows(x)
+    dr, ds = _rows(delta)
     weight, bias = weight.contiguous(), bias.contiguous()
     s, normed = torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(
         x, memory_format=torch.contiguous_format)
