@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import tempfile
 from pathlib import Path
 
 import torch
@@ -35,7 +36,8 @@ from ntengine.model import NTModel, init_random_weights
 GENOME = Path(__file__).resolve().parents[2] / "shared" / "data" / "genomes" / "ecoli_K12_MG1655_NC_000913.3.fna.gz"
 SHAPES = "1x128,1x1000,8x1000,1x2048,4x2048"
 ENGINES = [("eager", "torch", "float32"), ("eager", "torch", "bfloat16"),
-           ("fused", "fused", "float32"), ("fused", "fused", "bfloat16")]
+           ("fused", "fused", "float32"), ("fused", "fused", "bfloat16"),
+           ("onnxruntime", "onnxruntime", "float32")]
 
 
 def flops_per_token(cfg: NTConfig, context: int) -> float:
@@ -117,7 +119,19 @@ def main() -> None:
         if backend == "fused" and not ok:
             print(f"skipping {name}: {why}")
             continue
-        engines[name] = Engine(init_random_weights(NTModel(cfg), seed=0), dtype=dtype, backend=backend)
+        model = init_random_weights(NTModel(cfg), seed=0)
+        if backend == "onnxruntime":  # the same weights exported (ORT graph optimisations on)
+            try:
+                from ntengine.backends.ort_backend import OrtModel
+                from ntengine.export import to_onnx
+
+                path = to_onnx(model, Path(tempfile.mkdtemp()) / "model.onnx", dtype=dtype)
+            except (ImportError, RuntimeError) as err:
+                print(f"skipping {name}: {err}")
+                continue
+            engines[name] = Engine(OrtModel(path))
+            continue
+        engines[name] = Engine(model, dtype=dtype, backend=backend)
 
     rows = []
     for shape in args.shapes.split(","):

@@ -110,6 +110,19 @@ def _cmd_quickstart(args) -> None:
          f"embeddings {emb.shape}, mean {emb.mean():+.4f}, std {emb.std():.4f} -> {result}")
 
 
+def _cmd_export(args) -> None:
+    if args.format == "tensorrt":
+        raise RuntimeError("TensorRT export needs a CUDA GPU and the tensorrt package; it is not implemented "
+                           "yet: use --format onnx (and trtexec on the ONNX file) for now")
+    from ntengine.export import to_onnx
+
+    t0 = time.perf_counter()
+    path = to_onnx(args.checkpoint, args.output, dtype=args.dtype, outputs=args.outputs, opset=args.opset,
+                   validate=not args.no_validate, trust_pickle=args.trust_pickle)
+    _log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.dtype}, outputs {args.outputs}) "
+         f"in {time.perf_counter() - t0:.1f} s")
+
+
 def _first_record_head(path, n: int) -> str:
     from ntengine.genome.fasta import read_records
 
@@ -147,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and length), validated in ORT")
+    p.add_argument("checkpoint", help="checkpoint folder (ntengine, HF or JAX layout)")
+    p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx", help="artefact format (default onnx)")
+    p.add_argument("-o", "--output", required=True, help="file to write, e.g. model.onnx")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="weights and compute dtype (default float32; outputs are float32)")
+    p.add_argument("--outputs", default="embeddings",
+                   help="comma-separated outputs: embeddings, logits, embeddings_{i} (default embeddings)")
+    p.add_argument("--opset", type=int,
+                   help="ONNX opset (default: the exporter's; 23: ONNX's Attention op, faster in recent onnxruntime)")
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip the check against PyTorch in onnxruntime on phiX174 windows")
+    p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("quickstart", help="create a random v2-50m-shaped model and embed the bundled phiX174 genome")
     p.add_argument("-o", "--output", default="ntengine-quickstart",

@@ -19,7 +19,7 @@ from ntengine.tokenizer import Tokenizer
 
 from ntengine import ops
 
-BACKENDS = ("torch", "fused")
+BACKENDS = ("torch", "fused", "onnxruntime")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 POOLINGS = ("mean", "cls", "none")
 
@@ -60,6 +60,9 @@ def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> 
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {list(BACKENDS)}, got {backend!r}")
     ok, why = fused_status(device, dtype)
+    if backend == "onnxruntime":
+        raise ValueError("backend 'onnxruntime' runs an ONNX artefact: use ntengine.compile(path_or_checkpoint, "
+                         "backend='onnxruntime')")
     if backend == "fused" and not ok:
         raise RuntimeError(f"backend 'fused' is not available: {why}")
     if backend == "auto":
@@ -78,11 +81,17 @@ class Engine:
 
     def __init__(self, model: NTModel, device="cpu", dtype="float32", backend="auto", batch_size: int = 8,
                  packed: bool = False):
-        self.device = _resolve_device(device)
-        self.dtype = _resolve_dtype(dtype)
-        self.backend = _resolve_backend(backend, self.device, self.dtype)
+        if getattr(model, "name", None) == "onnxruntime":  # a backends.ort_backend.OrtModel
+            if packed:
+                raise ValueError("the onnxruntime backend runs padded batches only: packed=False")
+            self.device, self.dtype, self.backend = torch.device("cpu"), DTYPES[model.dtype], "onnxruntime"
+            self.model = model
+        else:
+            self.device = _resolve_device(device)
+            self.dtype = _resolve_dtype(dtype)
+            self.backend = _resolve_backend(backend, self.device, self.dtype)
+            self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.config: NTConfig = model.config
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
         if self.backend == "fused":
             for block in self.model.layers:
                 block.attn.merge_qkv()
@@ -132,9 +141,13 @@ class Engine:
             return None if a is None else torch.as_tensor(np.asarray(a) if as_numpy else a).to(self.device)
 
         ids_t, mask_t, cu_t = tensor(ids).long(), tensor(attention_mask), tensor(cu_seqlens)
-        with ops.use("fused" if self.backend == "fused" else "torch"):
-            out = self.model(ids_t, None if mask_t is None else mask_t.bool(), layers=layers,
-                             attention_maps=attention_maps, logits=logits, cu_seqlens=cu_t)
+        if self.backend == "onnxruntime":
+            out = self.model(ids_t, mask_t, layers=layers, attention_maps=attention_maps, logits=logits,
+                             cu_seqlens=cu_t)
+        else:
+            with ops.use("fused" if self.backend == "fused" else "torch"):
+                out = self.model(ids_t, None if mask_t is None else mask_t.bool(), layers=layers,
+                                 attention_maps=attention_maps, logits=logits, cu_seqlens=cu_t)
         out = {k: v.float() for k, v in out.items()}
         return {k: v.cpu().numpy() for k, v in out.items()} if as_numpy else out
 
@@ -222,17 +235,29 @@ def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
     """Turn a checkpoint into an `Engine`.
 
     Args:
-        checkpoint: folder in ntengine's, InstaDeep's HF or the official JAX layout.
+        checkpoint: folder in ntengine's, InstaDeep's HF or the official JAX layout; or an
+            ``.onnx`` file from `ntengine.export.to_onnx` (runs in ONNX Runtime on the CPU;
+            its dtype and outputs are the artefact's, `dtype` is then ignored).
         device: "cpu", "cuda", "cuda:1", ...
         dtype: "float32" | "bfloat16" | "float16" (compute dtype; outputs are float32).
         backend: "torch" (plain PyTorch, the reference), "fused" (our C++/CUDA kernels,
-            QKV merged into one GEMM) or "auto" (fused where it can run here, else torch).
+            QKV merged into one GEMM), "auto" (fused where it can run here, else torch) or
+            "onnxruntime" (export to ONNX once, cached under ~/.cache/ntengine, and run it in
+            ONNX Runtime on the CPU; dtype "float32" or "float16"; padded batches only).
         trust_pickle: allow pickle-based weights (pytorch_model.bin, JAX joblib).
         layout: force "ntengine" | "hf" | "jax" instead of detecting it.
         batch_size: default sequences per forward pass in `embed`/`logits`.
         packed: `embed`/`logits` lay each batch's sequences end to end in one row
             (variable-length attention, no padding computed) instead of padding them.
     """
+    if str(checkpoint).endswith(".onnx") or backend == "onnxruntime":
+        from ntengine.backends.ort_backend import OrtModel, cached_export
+
+        if backend not in ("auto", "onnxruntime"):
+            raise ValueError(f"an .onnx file runs on backend 'onnxruntime', not {backend!r}")
+        path = checkpoint if str(checkpoint).endswith(".onnx") else cached_export(
+            checkpoint, dtype=dtype, trust_pickle=trust_pickle)
+        return Engine(OrtModel(path), batch_size=batch_size, packed=packed)
     config, state = load_checkpoint(checkpoint, trust_pickle=trust_pickle, layout=layout)
     with torch.device("meta"):
         model = NTModel(config)

@@ -208,7 +208,9 @@ class NTModel(nn.Module):
             is_mask = input_ids == cfg.mask_id
             x = x.masked_fill(is_mask[..., None], 0.0)
             seg, real = packing.segments.flatten(), packing.key_mask.flatten().float()
-            n_real = torch.zeros(int(seg.max()) + 1, device=x.device).index_add_(0, seg, real)
+            # Sequence count from shapes, not data (int(seg.max()) would stop torch.export).
+            n_seq = input_ids.shape[0] if packing.cu_seqlens is None else packing.cu_seqlens.numel() - 1
+            n_real = torch.zeros(n_seq, device=x.device).index_add_(0, seg, real)
             n_mask = torch.zeros_like(n_real).index_add_(0, seg, is_mask.flatten() * real)
             observed = (n_mask / n_real)[packing.segments]  # [B, L]
             train_ratio = cfg.masking_ratio * cfg.masking_prob

@@ -296,6 +296,8 @@ def attention_ref(q, k, v, lengths: Optional[torch.Tensor] = None, cu_seqlens: O
         lengths = torch.full((b,), length, device=q.device) if lengths is None else lengths
         real = t[None, :] < lengths[:, None]  # [B, L]
         mask = real[:, None, None, :]  # keys only
+        if torch.compiler.is_exporting():  # ONNX Runtime's Attention (opset 23) takes [B, 1, L, L] only
+            mask = mask.expand(b, 1, length, length)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
     out = out.transpose(1, 2).reshape(b, length, h * d)
     return out * real.reshape(-1 if cu_seqlens is None else 1, length, 1).to(out.dtype)

@@ -1,0 +1,154 @@
+"""ONNX export of NTModel, traced in ops "torch" mode so the graph holds standard ONNX ops.
+
+The artefact takes
+
+    input_ids       int64 [B, L]  `<cls>` first, right-padded with pad_id
+    attention_mask  int64 [B, L]  1 at real tokens, 0 at padding (a prefix of each row)
+
+with B and L dynamic (1 <= L <= max_positions), and returns float32 outputs named as
+the engine names them: ``embeddings`` [B, L, E], ``logits`` [B, L, V],
+``embeddings_{i}`` [B, L, E]. Values at padding positions are not meaningful. The
+model's NTConfig (JSON), the output list and the compute dtype are stored in the
+model's metadata_props, so `ntengine.compile("model.onnx")` can rebuild an Engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ntengine import ops
+from ntengine.model import NTModel
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+META_CONFIG, META_OUTPUTS, META_DTYPE = "ntengine.config", "ntengine.outputs", "ntengine.dtype"
+INSTALL_HINT = "pip install 'ntengine[onnx]'"
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(f"ONNX export needs onnx and onnxscript ({err}): {INSTALL_HINT}") from None
+
+
+def parse_outputs(outputs: Sequence[str], num_layers: int) -> tuple[tuple[str, ...], tuple[int, ...], bool]:
+    """(names, 1-based layers for ``embeddings_{i}``, logits?) of an output list; checks the names."""
+    if isinstance(outputs, str):
+        outputs = [o.strip() for o in outputs.split(",") if o.strip()]
+    names = tuple(dict.fromkeys(outputs))
+    if not names:
+        raise ValueError("outputs must name at least one of embeddings, logits, embeddings_{i}")
+    layers = []
+    for name in names:
+        m = re.fullmatch(r"embeddings_(\d+)", name)
+        if m:
+            if not 1 <= int(m.group(1)) <= num_layers:
+                raise ValueError(f"output {name}: layer out of range 1..{num_layers}")
+            layers.append(int(m.group(1)))
+        elif name not in ("embeddings", "logits"):
+            raise ValueError(f"unknown output {name!r}: use embeddings, logits or embeddings_{{i}} (1..{num_layers})")
+    return names, tuple(layers), "logits" in names
+
+
+class _Exported(nn.Module):
+    """NTModel with fixed outputs, returning a tuple of float32 tensors (what the exporter wants)."""
+
+    def __init__(self, model: NTModel, outputs: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.outputs, self.layers, self.logits = parse_outputs(outputs, model.config.num_layers)
+
+    def forward(self, input_ids, attention_mask):
+        out = self.model(input_ids, attention_mask, layers=self.layers, logits=self.logits)
+        return tuple(out[name].float() for name in self.outputs)
+
+
+def load_model(source, trust_pickle: bool = False) -> NTModel:
+    """An fp32 CPU copy of the NTModel in `source`: a checkpoint folder, an NTModel or an
+    Engine (anything with an NTModel ``.model``). In-memory models are copied, not changed."""
+    model = getattr(source, "model", source)
+    if isinstance(model, NTModel):
+        return copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"export takes a checkpoint folder, an NTModel or a PyTorch Engine, not {type(model).__name__}")
+    from ntengine.checkpoint import load_checkpoint
+
+    config, state = load_checkpoint(source, trust_pickle=trust_pickle)
+    with torch.device("meta"):
+        model = NTModel(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.float().eval()
+
+
+def _example_inputs(model: NTModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch of 2 (sizes > 1 so the exporter keeps B and L symbolic)."""
+    cfg = model.config
+    length = min(8, cfg.max_positions)
+    ids = torch.full((2, length), cfg.mask_id + 2, dtype=torch.long)
+    ids[:, 0] = cfg.cls_id
+    mask = torch.ones(2, length, dtype=torch.long)
+    mask[1, length // 2:] = 0
+    ids[1, length // 2:] = cfg.pad_id
+    return ids, mask
+
+
+def to_onnx(source, path, dtype: str = "float32", outputs: Sequence[str] = ("embeddings",),
+            opset: int | None = None, validate: bool = True, trust_pickle: bool = False) -> Path:
+    """Export a model to an ONNX file and (by default) check it against PyTorch.
+
+    Args:
+        source: checkpoint folder (any layout `load_checkpoint` reads), NTModel or Engine.
+        path: the .onnx file to write.
+        dtype: "float32" or "float16" (weights and compute; outputs are float32).
+        outputs: names among "embeddings", "logits", "embeddings_{i}" (1-based), in the
+            order of the graph's outputs; a comma-separated string works too.
+        opset: ONNX opset (default: the exporter's, 20 with torch 2.13). 23 maps attention to
+            ONNX's Attention op: measured ~25% faster in onnxruntime 1.32 on 4 x 512 tokens
+            (NT-v2-50M shape, 2-core CPU), the same at 1 x 128; it needs a runtime with
+            Attention-23 kernels.
+        validate: run the artefact in onnxruntime on phiX174 windows and raise if it
+            differs from the fp32 PyTorch reference beyond tolerance (1e-4 fp32, 1e-2 fp16).
+        trust_pickle: allow pickle-based checkpoint weights.
+    Returns:
+        the path written.
+    """
+    _require_onnx()
+    import onnx
+
+    if dtype not in DTYPES:
+        raise ValueError(f"ONNX export dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    reference = load_model(source, trust_pickle)
+    wrapper = _Exported(copy.deepcopy(reference).to(DTYPES[dtype]), outputs).eval()
+    cfg = reference.config
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1)
+    tokens = torch.export.Dim("tokens", min=1, max=cfg.max_positions)
+    with ops.use("torch"), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and axis-naming chatter
+        program = torch.onnx.export(
+            wrapper, _example_inputs(reference), dynamo=True, opset_version=opset,
+            input_names=["input_ids", "attention_mask"], output_names=list(wrapper.outputs),
+            dynamic_shapes=({0: batch, 1: tokens}, {0: batch, 1: tokens}), verbose=False)
+    proto = program.model_proto
+    for key, value in ((META_CONFIG, json.dumps(cfg.to_dict())), (META_OUTPUTS, json.dumps(list(wrapper.outputs))),
+                       (META_DTYPE, dtype)):
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto, full_check=True)
+    tmp = path.with_name(path.name + ".partial")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    if validate:
+        from ntengine.export.validate import validate_onnx
+
+        validate_onnx(path, reference)
+    return path

@@ -1,0 +1,71 @@
+"""Compare an exported artefact with the PyTorch reference on real-genome windows."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ntengine import ops
+from ntengine.model import NTModel
+
+GENOME = Path(__file__).resolve().parents[1] / "ntengine" / "data" / "phiX174_NC_001422.1.fasta.gz"
+# max|artefact - reference| / max|reference| at real tokens, per artefact dtype.
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
+
+
+def genome_batch(config, lengths=(48, 31, 7), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random phiX174 windows of the given token counts (capped by the model's context),
+    tokenised and right-padded: ids int64 [B, L], attention_mask int64 [B, L]."""
+    from ntengine.genome.fasta import read_records
+    from ntengine.tokenizer import Tokenizer
+
+    genome = next(iter(read_records(GENOME))).sequence
+    rng = random.Random(seed)
+    seqs = []
+    for n in lengths:
+        bp = 6 * (min(n, config.max_positions) - 1)
+        start = rng.randrange(0, len(genome))
+        # phiX174 is circular (5,386 bp): longer windows wrap around it.
+        seqs.append((genome * (2 + bp // len(genome)))[start:start + bp])
+    enc = Tokenizer(version=config.version, max_length=config.max_positions).batch_encode(seqs)
+    return enc.ids.astype(np.int64), enc.attention_mask.astype(np.int64)
+
+
+def compare(got: dict, want: dict, mask: np.ndarray) -> dict[str, tuple[float, float]]:
+    """(max abs, max rel) error per output of `got` at real positions; rel = max|a-b|/max|b|."""
+    real = mask.astype(bool)
+    errors = {}
+    for name, a in got.items():
+        a, b = np.asarray(a, np.float64)[real], np.asarray(want[name], np.float64)[real]
+        diff = float(np.abs(a - b).max())
+        errors[name] = (diff, diff / max(float(np.abs(b).max()), 1e-30))
+    return errors
+
+
+def validate_onnx(path, reference: NTModel, tolerance: float | None = None, lengths=(48, 31, 7), seed: int = 0,
+                  verbose: bool = True) -> dict[str, tuple[float, float]]:
+    """Run `path` in onnxruntime (CPU) and the fp32 `reference` on one padded batch of
+    genome windows; print the errors per output and raise ValueError beyond tolerance.
+
+    Returns {output: (max abs error, max relative error)}.
+    """
+    from ntengine.backends.ort_backend import OrtModel
+
+    artefact = OrtModel(path)
+    tolerance = TOLERANCE[artefact.dtype] if tolerance is None else tolerance
+    ids, mask = genome_batch(reference.config, lengths, seed)
+    got = artefact.run(ids, mask, artefact.outputs)
+    _, layers, logits = artefact.layers_logits
+    with ops.use("torch"), torch.inference_mode():
+        ref = reference.float()(torch.from_numpy(ids), torch.from_numpy(mask).bool(), layers=layers, logits=logits)
+    errors = compare(got, {k: v.numpy() for k, v in ref.items()}, mask)
+    report = ", ".join(f"{k}: max abs {a:.3g}, max rel {r:.3g}" for k, (a, r) in errors.items())
+    if verbose:
+        print(f"validate {Path(path).name} ({artefact.dtype}, batch {ids.shape}): {report}")
+    bad = {k: r for k, (_, r) in errors.items() if not r <= tolerance}
+    if bad:
+        raise ValueError(f"{path}: ONNX outputs differ from PyTorch beyond {tolerance:g} (relative): {report}")
+    return errors

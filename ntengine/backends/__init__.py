@@ -1,0 +1,1 @@
+"""Optional inference backends beside the PyTorch model; each imports its runtime lazily."""

@@ -1,0 +1,199 @@
+"""ONNX export and the onnxruntime backend reproduce the PyTorch reference.
+
+Artefacts are exported once per module (the v2-50M-shaped one takes a few seconds) and
+run in onnxruntime on the CPU on padded batches of phiX174 windows; errors are measured
+at real tokens only (values at padding are not meaningful).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx", reason="ONNX export needs `pip install 'ntengine[onnx]'`")
+pytest.importorskip("onnxruntime", reason="ONNX export needs `pip install 'ntengine[onnx]'`")
+pytest.importorskip("onnxscript", reason="ONNX export needs `pip install 'ntengine[onnx]'`")
+
+import onnx  # noqa: E402
+
+import ntengine  # noqa: E402
+from ntengine import ops  # noqa: E402
+from ntengine.backends.ort_backend import OrtModel  # noqa: E402
+from ntengine.cli import init_checkpoint, main  # noqa: E402
+from ntengine.export import to_onnx  # noqa: E402
+from ntengine.export.onnx import load_model  # noqa: E402
+from ntengine.export.validate import compare, genome_batch, validate_onnx  # noqa: E402
+from tolerances import rel_err  # noqa: E402
+
+ONNX_FP32 = 1e-4  # ORT's fused/reordered fp32 kernels vs torch (measured ~1e-6)
+ONNX_FP16 = 1e-2  # fp16 weights and compute vs the fp32 reference (measured ~2e-3)
+OUTPUTS = ("embeddings", "logits", "embeddings_1")
+
+
+def reference(model, ids, mask, layers=(1,)):
+    with ops.use("torch"), torch.inference_mode():
+        out = model(torch.from_numpy(ids), torch.from_numpy(mask).bool(), layers=layers)
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def check(path, model, ids, mask, tol=ONNX_FP32):
+    art = OrtModel(path)
+    got = art.run(ids, mask, art.outputs)
+    errors = compare(got, reference(model, ids, mask, art.layers_logits[1]), mask)
+    assert all(r <= tol for _, r in errors.values()), errors
+    return errors
+
+
+@pytest.fixture(scope="module")
+def tiny(fixtures_dir, tmp_path_factory):
+    """{name: (fp32 artefact, reference model)} for the v1 and v2 fixtures."""
+    out = tmp_path_factory.mktemp("onnx")
+    return {m: (to_onnx(fixtures_dir / m, out / f"{m}.onnx", outputs=OUTPUTS), load_model(fixtures_dir / m))
+            for m in ("v1_tiny", "v2_tiny")}
+
+
+@pytest.fixture(scope="module")
+def v2_50m(tmp_path_factory):
+    """A random checkpoint of the published NT-v2-50M shape and its fp32 artefact."""
+    out = tmp_path_factory.mktemp("v2_50m")
+    ckpt = init_checkpoint("v2-50m", out / "ckpt")
+    return ckpt, to_onnx(ckpt, out / "model.onnx", outputs=("embeddings", "logits")), load_model(ckpt)
+
+
+@pytest.mark.parametrize("name", ["v1_tiny", "v2_tiny"])
+def test_fixture_export_matches_reference(tiny, name):
+    path, model = tiny[name]
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in proto.graph.output] == list(OUTPUTS)
+    for lengths in [(1,), (1, 2), (60, 17, 5, 33), (model.config.max_positions,)]:  # <cls> alone .. full context
+        ids, mask = genome_batch(model.config, lengths, seed=len(lengths))
+        check(path, model, ids, mask)
+
+
+def test_opset_23_uses_onnx_attention(fixtures_dir, tmp_path):
+    # ORT's Attention takes only a [B, 1, L, L] mask: attention_ref expands the key mask when exporting.
+    path = to_onnx(fixtures_dir / "v2_tiny", tmp_path / "a23.onnx", opset=23, outputs=("embeddings",))
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version == 23 and "Attention" in {n.op_type for n in proto.graph.node}
+    model = load_model(fixtures_dir / "v2_tiny")
+    for lengths in [(1,), (1,) * 8, (90, 3, 41)]:
+        ids, mask = genome_batch(model.config, lengths, seed=2)
+        check(path, model, ids, mask)
+
+
+def test_v2_50m_dynamic_shapes(v2_50m):
+    _, path, model = v2_50m
+    errors = validate_onnx(path, model)  # the validation that to_onnx runs, explicitly
+    assert max(r for _, r in errors.values()) <= ONNX_FP32
+    for lengths in [(1,), tuple(range(300, 220, -10)), (2048,)]:  # 1 x <cls>; 8 padded rows; full context
+        ids, mask = genome_batch(model.config, lengths, seed=1)
+        assert ids.shape[0] == len(lengths)
+        check(path, model, ids, mask)
+
+
+def test_compile_onnx_engine_matches_torch_engine(v2_50m, tiny, fixtures_dir):
+    ckpt, path, _ = v2_50m
+    ort, ref = ntengine.compile(path), ntengine.compile(ckpt)  # ref: fused where it runs
+    assert ort.backend == "onnxruntime" and ort.config == ref.config
+    seqs = ["ACGTAGGCTAGCATCGATCG" * 30, "ACGTTT", "NNACGTTAGCATCAGGAC" * 7]
+    assert rel_err(ort.embed(seqs), ref.embed(seqs)) <= ONNX_FP32
+    for a, b in zip(ort.logits(seqs), ref.logits(seqs)):
+        assert rel_err(a, b) <= ONNX_FP32
+    small = ntengine.compile(tiny["v1_tiny"][0])
+    torch_v1 = ntengine.compile(fixtures_dir / "v1_tiny", backend="torch")
+    assert rel_err(small.embed(seqs[1:], layer=1), torch_v1.embed(seqs[1:], layer=1)) <= ONNX_FP32
+    assert rel_err(small.embed(seqs, layer=2), torch_v1.embed(seqs)) <= ONNX_FP32  # last layer == embeddings
+
+
+def test_compile_backend_onnxruntime_exports_to_cache(fixtures_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NTENGINE_CACHE", str(tmp_path))
+    engine = ntengine.compile(fixtures_dir / "v2_tiny", backend="onnxruntime")
+    ref = ntengine.compile(fixtures_dir / "v2_tiny", backend="torch")
+    assert engine.backend == "onnxruntime" and len(list(tmp_path.rglob("*.onnx"))) == 1
+    golden = np.load(fixtures_dir / "v2_tiny" / "golden.npz")
+    a = engine.forward(golden["tokens"], golden["sequence_mask"], layers=(1, 2))
+    b = ref.forward(golden["tokens"], golden["sequence_mask"], layers=(1, 2))
+    real = golden["sequence_mask"].astype(bool)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert rel_err(a[key][real], b[key][real]) <= ONNX_FP32, key
+    ntengine.compile(fixtures_dir / "v2_tiny", backend="onnxruntime")  # second time: from the cache
+    assert len(list(tmp_path.rglob("*.onnx"))) == 1
+
+
+def test_missing_outputs_and_unsupported_calls_are_clear(tiny):
+    engine = ntengine.compile(tiny["v2_tiny"][0])
+    ids, mask = genome_batch(engine.config, (9, 4))
+    with pytest.raises(ValueError, match="layer 5 out of range 1..2"):
+        engine.forward(ids, mask, layers=(5,))
+    with pytest.raises(ValueError, match="attention maps"):
+        engine.forward(ids, mask, attention_maps=[(1, 0)])
+    with pytest.raises(ValueError, match="padded batches only"):
+        ntengine.compile(tiny["v2_tiny"][0], packed=True)
+    emb_only = to_onnx(tiny["v2_tiny"][1], tiny["v2_tiny"][0].with_name("emb.onnx"), validate=False)
+    with pytest.raises(ValueError, match=r"no output logits \(pass logits=False\)"):
+        ntengine.compile(emb_only).forward(ids, mask)
+    with pytest.raises(ValueError, match=r"no output embeddings_1; it holds \['embeddings'\]"):
+        ntengine.compile(emb_only).forward(ids, mask, layers=(1,), logits=False)
+    out = ntengine.compile(emb_only).forward(ids, mask, layers=(2,), logits=False)  # layer 2 is the last
+    assert out.keys() == {"embeddings", "embeddings_2"}
+
+
+def test_broken_and_foreign_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="not a loadable ONNX model"):
+        ntengine.compile(junk)
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(foreign))
+    with pytest.raises(ValueError, match="without ntengine metadata"):
+        ntengine.compile(foreign)
+    with pytest.raises(FileNotFoundError):
+        ntengine.compile(tmp_path / "absent.onnx")
+
+
+def test_bad_export_arguments(fixtures_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown output"):
+        to_onnx(fixtures_dir / "v2_tiny", tmp_path / "a.onnx", outputs=("attention",))
+    with pytest.raises(ValueError, match="out of range"):
+        to_onnx(fixtures_dir / "v2_tiny", tmp_path / "a.onnx", outputs=("embeddings_3",))
+    with pytest.raises(ValueError, match="dtype"):
+        to_onnx(fixtures_dir / "v2_tiny", tmp_path / "a.onnx", dtype="bfloat16")
+
+
+def test_validation_fails_loudly(tiny):
+    path, model = tiny["v2_tiny"]
+    wrong = load_model(model)
+    with torch.no_grad():
+        wrong.final_norm.bias += 0.01
+    with pytest.raises(ValueError, match=r"beyond 0.0001.*embeddings: max abs"):
+        validate_onnx(path, wrong)
+
+
+@pytest.mark.parametrize("name", ["v1_tiny", "v2_tiny"])
+def test_float16_export_runs_in_ort_cpu(fixtures_dir, tmp_path, name):
+    path = to_onnx(fixtures_dir / name, tmp_path / "fp16.onnx", dtype="float16", outputs=("embeddings", "logits"))
+    model = load_model(fixtures_dir / name)
+    assert OrtModel(path).dtype == "float16"
+    ids, mask = genome_batch(model.config, (70, 12, 1), seed=3)
+    errors = check(path, model, ids, mask, tol=ONNX_FP16)
+    assert max(r for _, r in errors.values()) > 1e-5  # it really computed in fp16
+    assert ntengine.compile(path).dtype == torch.float16
+
+
+def test_cli_export(fixtures_dir, tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    assert main(["export", str(fixtures_dir / "v1_tiny"), "-o", str(out), "--outputs", "embeddings,logits,embeddings_2",
+                 "--opset", "18"]) == 0
+    assert out.is_file() and OrtModel(out).outputs == ("embeddings", "logits", "embeddings_2")
+    assert onnx.load(str(out)).opset_import[0].version == 18
+    assert "validate cli.onnx" in capsys.readouterr().out
+    assert main(["export", str(fixtures_dir / "v1_tiny"), "-o", str(tmp_path / "t.plan"), "--format", "tensorrt"]) == 2
+    assert "TensorRT export needs a CUDA GPU and the tensorrt package" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "--no-validate" in capsys.readouterr().out
