@@ -22,7 +22,6 @@ Results: a table on stdout, JSON and a PNG under bench/results/.
 from __future__ import annotations
 
 import argparse
-import gzip
 import tempfile
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 from common import RESULTS, machine_info, print_table, timeit, write_json
 from ntengine.config import NTConfig
 from ntengine.engine import Engine, fused_status
+from ntengine.genome.fasta import read_records
 from ntengine.model import NTModel, init_random_weights
 
 GENOME = Path(__file__).resolve().parents[2] / "shared" / "data" / "genomes" / "ecoli_K12_MG1655_NC_000913.3.fna.gz"
@@ -48,16 +48,7 @@ def flops_per_token(cfg: NTConfig, context: int) -> float:
 
 def genome_windows(batch: int, tokens: int) -> list[str]:
     """`batch` E. coli windows of exactly `tokens` tokens each (6-mers, no N)."""
-    with gzip.open(GENOME, "rt") as f:
-        next(f)
-        need = batch * 6 * (tokens - 1)
-        seq, size = [], 0
-        for line in f:
-            seq.append(line.strip())
-            size += len(seq[-1])
-            if size >= need:
-                break
-    genome = "".join(seq)
+    genome = next(read_records(GENOME)).sequence
     width = 6 * (tokens - 1)
     return [genome[i * width:(i + 1) * width] for i in range(batch)]
 

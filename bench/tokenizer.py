@@ -22,13 +22,13 @@ Results: a table on stdout and JSON in bench/results/tokenizer.json.
 from __future__ import annotations
 
 import argparse
-import gzip
 from pathlib import Path
 
 import numpy as np
 
 from common import RESULTS, machine_info, print_table, timeit, write_json
 from ntengine import _C
+from ntengine.genome.fasta import read_records
 from ntengine.tokenizer import Tokenizer, encode_python
 
 GENOMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "genomes"
@@ -38,9 +38,7 @@ DEFAULT_GENOMES = [GENOMES / "ecoli_K12_MG1655_NC_000913.3.fna.gz", GENOMES / "y
 
 def read_fasta(path: Path) -> str:
     """All records of a FASTA file as one string (headers and newlines removed)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        return "".join(line.strip() for line in f if not line.startswith(">"))
+    return "".join(record.sequence for record in read_records(path))
 
 
 def load_genome(paths: list[Path], mbp: float) -> tuple[str, int]:

@@ -59,10 +59,10 @@ def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> 
     'fused' that cannot run raises with the reason."""
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {list(BACKENDS)}, got {backend!r}")
-    ok, why = fused_status(device, dtype)
     if backend == "onnxruntime":
         raise ValueError("backend 'onnxruntime' runs an ONNX artefact: use ntengine.compile(path_or_checkpoint, "
                          "backend='onnxruntime')")
+    ok, why = fused_status(device, dtype)
     if backend == "fused" and not ok:
         raise RuntimeError(f"backend 'fused' is not available: {why}")
     if backend == "auto":
@@ -141,13 +141,9 @@ class Engine:
             return None if a is None else torch.as_tensor(np.asarray(a) if as_numpy else a).to(self.device)
 
         ids_t, mask_t, cu_t = tensor(ids).long(), tensor(attention_mask), tensor(cu_seqlens)
-        if self.backend == "onnxruntime":
-            out = self.model(ids_t, mask_t, layers=layers, attention_maps=attention_maps, logits=logits,
-                             cu_seqlens=cu_t)
-        else:
-            with ops.use("fused" if self.backend == "fused" else "torch"):
-                out = self.model(ids_t, None if mask_t is None else mask_t.bool(), layers=layers,
-                                 attention_maps=attention_maps, logits=logits, cu_seqlens=cu_t)
+        with ops.use("fused" if self.backend == "fused" else "torch"):
+            out = self.model(ids_t, None if mask_t is None else mask_t.bool(), layers=layers,
+                             attention_maps=attention_maps, logits=logits, cu_seqlens=cu_t)
         out = {k: v.float() for k, v in out.items()}
         return {k: v.cpu().numpy() for k, v in out.items()} if as_numpy else out
 

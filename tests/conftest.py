@@ -1,6 +1,7 @@
 """Paths to the shared data next to the repository (../shared), as session fixtures
 that skip with the reason when a checkout lacks them."""
 
+import gzip
 import os
 from pathlib import Path
 
@@ -29,3 +30,11 @@ def fixtures_dir() -> Path:
 def shared_data() -> Path:
     """shared/data: real genomes, variants and task data sets (see its README)."""
     return _existing(SHARED / "data")
+
+
+@pytest.fixture(scope="session")
+def ecoli(shared_data) -> str:
+    """Real sequence: the first 64 kb of E. coli K-12 MG1655 (uppercase, no N)."""
+    with gzip.open(shared_data / "genomes" / "ecoli_K12_MG1655_NC_000913.3.fna.gz", "rt") as f:
+        next(f)
+        return "".join(line.strip() for _, line in zip(range(800), f))

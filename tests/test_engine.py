@@ -1,6 +1,5 @@
 """Engine behaviour: pooling, batching invariance, dtypes and clear errors."""
 
-import gzip
 
 import numpy as np
 import pytest
@@ -23,14 +22,6 @@ def v2_50m(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny(fixtures_dir):
     return {m: ntengine.compile(fixtures_dir / m) for m in ("v1_tiny", "v2_tiny")}
-
-
-@pytest.fixture(scope="module")
-def ecoli(shared_data):
-    """Real sequence: the first 60 kb of E. coli K-12 MG1655."""
-    with gzip.open(shared_data / "genomes" / "ecoli_K12_MG1655_NC_000913.3.fna.gz", "rt") as f:
-        next(f)
-        return "".join(line.strip() for _, line in zip(range(800), f))
 
 
 def _windows(genome, lengths, start=0):

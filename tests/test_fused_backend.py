@@ -7,7 +7,6 @@ NT-v2-50M shape with real genome windows. The kernels are always built by
 `pip install`, so these tests run (and must pass) everywhere.
 """
 
-import gzip
 
 import numpy as np
 import pytest
@@ -15,13 +14,6 @@ import pytest
 import ntengine
 from ntengine.cli import init_checkpoint
 from tolerances import FIXTURE, FP32, rel_err
-
-
-@pytest.fixture(scope="module")
-def ecoli(shared_data):
-    with gzip.open(shared_data / "genomes" / "ecoli_K12_MG1655_NC_000913.3.fna.gz", "rt") as f:
-        next(f)
-        return "".join(line.strip() for _, line in zip(range(400), f))
 
 
 @pytest.mark.parametrize("model", ["v1_tiny", "v2_tiny"])

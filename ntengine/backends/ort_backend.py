@@ -17,8 +17,7 @@ import torch
 
 from ntengine.config import NTConfig
 
-INSTALL_HINT = "pip install 'ntengine[onnx]'"
-META_CONFIG, META_OUTPUTS, META_DTYPE = "ntengine.config", "ntengine.outputs", "ntengine.dtype"
+from ntengine.export.onnx import INSTALL_HINT, META_CONFIG, META_DTYPE, META_OUTPUTS, parse_outputs
 
 
 def _ort():
@@ -68,8 +67,7 @@ class OrtModel:
     @property
     def layers_logits(self) -> tuple[tuple[str, ...], tuple[int, ...], bool]:
         """(outputs, 1-based layers of its embeddings_{i}, has logits)."""
-        layers = tuple(int(n.split("_")[1]) for n in self.outputs if n.startswith("embeddings_"))
-        return self.outputs, layers, "logits" in self.outputs
+        return parse_outputs(self.outputs, self.config.num_layers)
 
     def run(self, ids: np.ndarray, mask: np.ndarray, names) -> dict[str, np.ndarray]:
         """Run the session: ids, mask [B, L] -> {name: float32 array} for `names`."""
