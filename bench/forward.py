@@ -35,9 +35,12 @@ from ntengine.model import NTModel, init_random_weights
 
 GENOME = Path(__file__).resolve().parents[2] / "shared" / "data" / "genomes" / "ecoli_K12_MG1655_NC_000913.3.fna.gz"
 SHAPES = "1x128,1x1000,8x1000,1x2048,4x2048"
-ENGINES = [("eager", "torch", "float32"), ("eager", "torch", "bfloat16"),
-           ("fused", "fused", "float32"), ("fused", "fused", "bfloat16"),
-           ("onnxruntime", "onnxruntime", "float32")]
+ENGINES = [("eager", "torch", "float32"), ("eager", "torch", "bfloat16"), ("eager", "torch", "float16"),
+           ("fused", "fused", "float32"), ("fused", "fused", "bfloat16"), ("fused", "fused", "float16"),
+           ("onnxruntime", "onnxruntime", "float32"), ("tensorrt", "tensorrt", "float16")]
+# Which engines each device runs: ONNX Runtime runs here on the CPU only, TensorRT on GPUs
+# only, float16 is a GPU dtype (CPUs without AVX512_FP16 emulate it).
+DEVICE_SKIPS = {"cpu": {"tensorrt", "float16"}, "cuda": {"onnxruntime"}}
 
 
 def flops_per_token(cfg: NTConfig, context: int) -> float:
@@ -53,12 +56,16 @@ def genome_windows(batch: int, tokens: int) -> list[str]:
     return [genome[i * width:(i + 1) * width] for i in range(batch)]
 
 
-def gemm_ceiling(cfg: NTConfig, rows: int, dtype: torch.dtype, repeats: int) -> dict:
+def gemm_ceiling(cfg: NTConfig, rows: int, dtype: torch.dtype, repeats: int, device: torch.device) -> dict:
     """GFLOP/s of the FFN's first GEMM through torch's default path (F.linear: MKL for
-    fp32, which the eager engine uses) and through oneDNN (what the fused engine uses)."""
-    x = torch.randn(rows, cfg.embed_dim, dtype=dtype)
-    w = torch.randn(2 * cfg.ffn_dim, cfg.embed_dim, dtype=dtype)
+    fp32 on CPUs, which the eager engine uses; cuBLAS on GPUs) and, on CPUs, through oneDNN
+    (AVX-512; what the fused engine uses)."""
+    x = torch.randn(rows, cfg.embed_dim, dtype=dtype, device=device)
+    w = torch.randn(2 * cfg.ffn_dim, cfg.embed_dim, dtype=dtype, device=device)
     flops = 2 * rows * cfg.embed_dim * 2 * cfg.ffn_dim
+    if device.type == "cuda":
+        default = timeit(lambda: (torch.nn.functional.linear(x, w), torch.cuda.synchronize()), repeats=repeats)
+        return {"gemm_default_gflops": flops / default["median"] / 1e9, "gemm_onednn_gflops": float("nan")}
     default = timeit(lambda: torch.nn.functional.linear(x, w), repeats=repeats)["median"]
     onednn = timeit(lambda: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""), repeats=repeats)
     return {"gemm_default_gflops": flops / default / 1e9, "gemm_onednn_gflops": flops / onednn["median"] / 1e9}
@@ -88,41 +95,53 @@ def mixed_lengths(cfg: NTConfig, engines: dict, args) -> list[dict]:
     return out
 
 
+def artefact_engine(model: NTModel, backend: str, dtype: str) -> Engine | None:
+    """The same weights exported and run in ONNX Runtime (CPU, graph optimisations on) or
+    TensorRT (GPU, default profile up to 8 x context); None for the PyTorch backends."""
+    from ntengine.backends.ort_backend import OrtModel
+    from ntengine.backends.trt_backend import TrtModel
+    from ntengine.export import to_onnx, to_tensorrt
+
+    folder = Path(tempfile.mkdtemp(prefix="ntengine-bench-"))
+    if backend == "onnxruntime":
+        return Engine(OrtModel(to_onnx(model, folder / "model.onnx", dtype=dtype)))
+    if backend == "tensorrt":
+        return Engine(TrtModel(to_tensorrt(model, folder / "model.plan", dtype=dtype)))
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="v2-50m", help="published shape (default v2-50m)")
     parser.add_argument("--shapes", default=SHAPES, help=f"BATCHxTOKENS list (default {SHAPES})")
     parser.add_argument("-r", "--repeats", type=int, default=5, help="timed runs per case (default 5)")
     parser.add_argument("--engines", default="all", help="comma list of eager-float32, fused-bfloat16, ...")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: eager/fused run there; "
+                        "onnxruntime runs with cpu, tensorrt (float16) with cuda")
     parser.add_argument("--mixed", type=int, default=32,
                         help="also embed this many sequences of mixed lengths, padded vs packed (0: skip)")
     parser.add_argument("--out", default=str(RESULTS / "forward.json"), help="JSON path (PNG beside it)")
     args = parser.parse_args()
 
     cfg = NTConfig.from_preset(args.preset)
+    device = torch.device(args.device)
     torch.manual_seed(0)
     engines = {}
     for label, backend, dtype in ENGINES:
         name = f"{label}-{dtype}"
         if args.engines != "all" and name not in args.engines.split(","):
             continue
-        ok, why = fused_status(torch.device("cpu"), getattr(torch, dtype))
+        if DEVICE_SKIPS[device.type] & {backend, dtype}:
+            continue
+        ok, why = fused_status(device, getattr(torch, dtype))
         if backend == "fused" and not ok:
             print(f"skipping {name}: {why}")
             continue
         model = init_random_weights(NTModel(cfg), seed=0)
-        if backend == "onnxruntime":  # the same weights exported (ORT graph optimisations on)
-            try:
-                from ntengine.backends.ort_backend import OrtModel
-                from ntengine.export import to_onnx
-
-                path = to_onnx(model, Path(tempfile.mkdtemp()) / "model.onnx", dtype=dtype)
-            except (ImportError, RuntimeError) as err:
-                print(f"skipping {name}: {err}")
-                continue
-            engines[name] = Engine(OrtModel(path))
-            continue
-        engines[name] = Engine(model, dtype=dtype, backend=backend)
+        try:
+            engines[name] = artefact_engine(model, backend, dtype) or Engine(model, device, dtype, backend)
+        except (ImportError, RuntimeError) as err:
+            print(f"skipping {name}: {err}")
 
     rows = []
     for shape in args.shapes.split(","):
@@ -133,7 +152,7 @@ def main() -> None:
         for name, engine in engines.items():
             dtype = engine.dtype
             if dtype not in ceilings:
-                ceilings[dtype] = gemm_ceiling(cfg, batch * tokens, dtype, args.repeats)
+                ceilings[dtype] = gemm_ceiling(cfg, batch * tokens, dtype, args.repeats, device)
             t = timeit(lambda: engine.forward(enc.ids, enc.attention_mask, logits=False), repeats=args.repeats)
             tok_s = batch * tokens / t["median"]
             rows.append({"shape": shape, "engine": name, "median_ms": t["median"] * 1e3, "iqr_ms": t["iqr"] * 1e3,
@@ -147,13 +166,14 @@ def main() -> None:
 
     mixed = mixed_lengths(cfg, engines, args) if args.mixed else []
 
-    print(f"\n{args.preset}, {machine_info()['cpu']}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine_info()["cpu"]
+    print(f"\n{args.preset}, {where}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print_table(rows, ["shape", "engine", "median_ms", "iqr_ms", "tokens_per_s", "gflops", "gemm_default_gflops",
                        "gemm_onednn_gflops", "vs_eager_fp32"])
     if mixed:
         print(f"\nembed() of {args.mixed} sequences of 64..2048 tokens (seeded), batch size 8:")
         print_table(mixed, ["engine", "layout", "median_s", "iqr_s", "tokens_per_s", "padding_fraction"])
-    out = write_json(Path(args.out), {"preset": args.preset, "machine": machine_info(),
+    out = write_json(Path(args.out), {"preset": args.preset, "device": where, "machine": machine_info(),
                                       "threads": torch.get_num_threads(), "repeats": args.repeats, "rows": rows,
                                       "mixed_lengths": mixed})
     plot(rows, out.with_suffix(".png"), args.preset)

@@ -27,7 +27,7 @@ from torch import nn
 from ntengine import ops
 from ntengine.model import NTModel
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 META_CONFIG, META_OUTPUTS, META_DTYPE = "ntengine.config", "ntengine.outputs", "ntengine.dtype"
 INSTALL_HINT = "pip install 'ntengine[onnx]'"
 
@@ -108,7 +108,9 @@ def to_onnx(source, path, dtype: str = "float32", outputs: Sequence[str] = ("emb
     Args:
         source: checkpoint folder (any layout `load_checkpoint` reads), NTModel or Engine.
         path: the .onnx file to write.
-        dtype: "float32" or "float16" (weights and compute; outputs are float32).
+        dtype: "float32", "float16" or "bfloat16" (weights and compute; outputs are float32).
+            onnxruntime's CPU kernels cannot run bfloat16 graphs (no bf16 MatMul): such
+            files are for TensorRT, which validates its engine on the GPU instead.
         outputs: names among "embeddings", "logits", "embeddings_{i}" (1-based), in the
             order of the graph's outputs; a comma-separated string works too.
         opset: ONNX opset (default: the exporter's, 20 with torch 2.13). 23 maps attention to
@@ -116,7 +118,8 @@ def to_onnx(source, path, dtype: str = "float32", outputs: Sequence[str] = ("emb
             (NT-v2-50M shape, 2-core CPU), the same at 1 x 128; it needs a runtime with
             Attention-23 kernels.
         validate: run the artefact in onnxruntime on phiX174 windows and raise if it
-            differs from the fp32 PyTorch reference beyond tolerance (1e-4 fp32, 1e-2 fp16).
+            differs from the fp32 PyTorch reference beyond tolerance (1e-4 fp32, 1e-2 fp16);
+            not possible for bfloat16.
         trust_pickle: allow pickle-based checkpoint weights.
     Returns:
         the path written.
@@ -126,6 +129,9 @@ def to_onnx(source, path, dtype: str = "float32", outputs: Sequence[str] = ("emb
 
     if dtype not in DTYPES:
         raise ValueError(f"ONNX export dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if validate and dtype == "bfloat16":
+        raise ValueError("a bfloat16 ONNX file cannot be validated in onnxruntime (its CPU kernels have no bf16 "
+                         "MatMul): pass validate=False / --no-validate, or build a TensorRT engine from it")
     reference = load_model(source, trust_pickle)
     wrapper = _Exported(copy.deepcopy(reference).to(DTYPES[dtype]), outputs).eval()
     cfg = reference.config

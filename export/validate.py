@@ -13,7 +13,7 @@ from ntengine.model import NTModel
 
 GENOME = Path(__file__).resolve().parents[1] / "ntengine" / "data" / "phiX174_NC_001422.1.fasta.gz"
 # max|artefact - reference| / max|reference| at real tokens, per artefact dtype.
-TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 
 
 def genome_batch(config, lengths=(48, 31, 7), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -45,27 +45,34 @@ def compare(got: dict, want: dict, mask: np.ndarray) -> dict[str, tuple[float, f
     return errors
 
 
-def validate_onnx(path, reference: NTModel, tolerance: float | None = None, lengths=(48, 31, 7), seed: int = 0,
-                  verbose: bool = True) -> dict[str, tuple[float, float]]:
-    """Run `path` in onnxruntime (CPU) and the fp32 `reference` on one padded batch of
-    genome windows; print the errors per output and raise ValueError beyond tolerance.
+def validate_artefact(artefact, reference: NTModel, tolerance: float | None = None, lengths=(48, 31, 7),
+                      seed: int = 0, verbose: bool = True) -> dict[str, tuple[float, float]]:
+    """Run an exported artefact (an `ArtefactModel`) and the fp32 `reference` on one
+    padded batch of genome windows; print the errors per output and raise ValueError
+    beyond tolerance (default: TOLERANCE of the artefact's dtype).
 
     Returns {output: (max abs error, max relative error)}.
     """
-    from ntengine.backends.ort_backend import OrtModel
-
-    artefact = OrtModel(path)
     tolerance = TOLERANCE[artefact.dtype] if tolerance is None else tolerance
     ids, mask = genome_batch(reference.config, lengths, seed)
-    got = artefact.run(ids, mask, artefact.outputs)
+    got = artefact._run(torch.from_numpy(ids), torch.from_numpy(mask), list(artefact.outputs))
     _, layers, logits = artefact.layers_logits
     with ops.use("torch"), torch.inference_mode():
         ref = reference.float()(torch.from_numpy(ids), torch.from_numpy(mask).bool(), layers=layers, logits=logits)
-    errors = compare(got, {k: v.numpy() for k, v in ref.items()}, mask)
+    errors = compare({k: v.float().cpu().numpy() for k, v in got.items()}, {k: v.numpy() for k, v in ref.items()},
+                     mask)
     report = ", ".join(f"{k}: max abs {a:.3g}, max rel {r:.3g}" for k, (a, r) in errors.items())
     if verbose:
-        print(f"validate {Path(path).name} ({artefact.dtype}, batch {ids.shape}): {report}")
+        print(f"validate {artefact.path.name} ({artefact.name}, {artefact.dtype}, batch {ids.shape}): {report}")
     bad = {k: r for k, (_, r) in errors.items() if not r <= tolerance}
     if bad:
-        raise ValueError(f"{path}: ONNX outputs differ from PyTorch beyond {tolerance:g} (relative): {report}")
+        raise ValueError(f"{artefact.path}: {artefact.name} outputs differ from PyTorch beyond {tolerance:g} "
+                         f"(relative): {report}")
     return errors
+
+
+def validate_onnx(path, reference: NTModel, **kwargs) -> dict[str, tuple[float, float]]:
+    """`validate_artefact` for an ONNX file, run in onnxruntime on the CPU."""
+    from ntengine.backends.ort_backend import OrtModel
+
+    return validate_artefact(OrtModel(path), reference, **kwargs)

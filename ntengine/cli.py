@@ -111,15 +111,22 @@ def _cmd_quickstart(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    if args.format == "tensorrt":
-        raise RuntimeError("TensorRT export needs a CUDA GPU and the tensorrt package; it is not implemented "
-                           "yet: use --format onnx (and trtexec on the ONNX file) for now")
-    from ntengine.export import to_onnx
-
     t0 = time.perf_counter()
-    path = to_onnx(args.checkpoint, args.output, dtype=args.dtype, outputs=args.outputs, opset=args.opset,
-                   validate=not args.no_validate, trust_pickle=args.trust_pickle)
-    _log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.dtype}, outputs {args.outputs}) "
+    if args.format == "tensorrt":
+        from ntengine.export import to_tensorrt
+
+        dtype = args.dtype or "float16"
+        path = to_tensorrt(args.checkpoint, args.output, dtype=dtype, outputs=args.outputs, min_shape=args.min,
+                           opt_shape=args.opt, max_shape=args.max, timing_cache=args.timing_cache,
+                           workspace_gib=args.workspace_gib, opset=args.opset, validate=not args.no_validate,
+                           trust_pickle=args.trust_pickle, verbose=args.verbose)
+    else:
+        from ntengine.export import to_onnx
+
+        dtype = args.dtype or "float32"
+        path = to_onnx(args.checkpoint, args.output, dtype=dtype, outputs=args.outputs, opset=args.opset,
+                       validate=not args.no_validate, trust_pickle=args.trust_pickle)
+    _log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {dtype}, outputs {args.outputs}) "
          f"in {time.perf_counter() - t0:.1f} s")
 
 
@@ -161,19 +168,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_embed)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and length), validated in ORT")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or a TensorRT plan, validated against PyTorch",
+                       description="Export to ONNX (dynamic batch and length; checked in onnxruntime) or to a "
+                                   "TensorRT plan (built from that ONNX on this machine's GPU; checked on it).")
     p.add_argument("checkpoint", help="checkpoint folder (ntengine, HF or JAX layout)")
     p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx", help="artefact format (default onnx)")
-    p.add_argument("-o", "--output", required=True, help="file to write, e.g. model.onnx")
-    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                   help="weights and compute dtype (default float32; outputs are float32)")
+    p.add_argument("-o", "--output", required=True, help="file to write, e.g. model.onnx or model.plan")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                           help="weights and compute dtype (default: float32 for onnx, float16 for tensorrt; "
+                                "outputs are float32; bfloat16 ONNX files cannot be checked in onnxruntime)")
+    precision.add_argument("--fp16", dest="dtype", action="store_const", const="float16", help="= --dtype float16")
+    precision.add_argument("--bf16", dest="dtype", action="store_const", const="bfloat16", help="= --dtype bfloat16")
     p.add_argument("--outputs", default="embeddings",
                    help="comma-separated outputs: embeddings, logits, embeddings_{i} (default embeddings)")
     p.add_argument("--opset", type=int,
                    help="ONNX opset (default: the exporter's; 23: ONNX's Attention op, faster in recent onnxruntime)")
     p.add_argument("--no-validate", action="store_true",
-                   help="skip the check against PyTorch in onnxruntime on phiX174 windows")
+                   help="skip the check against PyTorch on phiX174 windows")
     p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
+    trt = p.add_argument_group("tensorrt")
+    trt.add_argument("--min", help="smallest BATCHxTOKENS the plan takes (default 1x1)")
+    trt.add_argument("--opt", help="BATCHxTOKENS TensorRT tunes kernels for (default 8x1000)")
+    trt.add_argument("--max", help="largest BATCHxTOKENS the plan takes (default 8 x the model's context)")
+    trt.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated (speeds up rebuilds)")
+    trt.add_argument("--workspace-gib", type=float, help="cap on TensorRT's scratch memory in GiB")
+    trt.add_argument("-v", "--verbose", action="store_true", help="TensorRT's INFO log")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("quickstart", help="create a random v2-50m-shaped model and embed the bundled phiX174 genome")

@@ -7,6 +7,7 @@ returning float32 whatever the compute dtype.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -19,7 +20,8 @@ from ntengine.tokenizer import Tokenizer
 
 from ntengine import ops
 
-BACKENDS = ("torch", "fused", "onnxruntime")
+BACKENDS = ("torch", "fused", "onnxruntime", "tensorrt")
+ARTEFACT_BACKENDS = {"onnxruntime": ".onnx", "tensorrt": ".plan"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 POOLINGS = ("mean", "cls", "none")
 
@@ -59,9 +61,9 @@ def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> 
     'fused' that cannot run raises with the reason."""
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {list(BACKENDS)}, got {backend!r}")
-    if backend == "onnxruntime":
-        raise ValueError("backend 'onnxruntime' runs an ONNX artefact: use ntengine.compile(path_or_checkpoint, "
-                         "backend='onnxruntime')")
+    if backend in ARTEFACT_BACKENDS:
+        raise ValueError(f"backend {backend!r} runs an exported artefact: use ntengine.compile(path_or_checkpoint, "
+                         f"backend={backend!r})")
     ok, why = fused_status(device, dtype)
     if backend == "fused" and not ok:
         raise RuntimeError(f"backend 'fused' is not available: {why}")
@@ -81,10 +83,10 @@ class Engine:
 
     def __init__(self, model: NTModel, device="cpu", dtype="float32", backend="auto", batch_size: int = 8,
                  packed: bool = False):
-        if getattr(model, "name", None) == "onnxruntime":  # a backends.ort_backend.OrtModel
+        if getattr(model, "name", None) in ARTEFACT_BACKENDS:  # a backends.artefact.ArtefactModel
             if packed:
-                raise ValueError("the onnxruntime backend runs padded batches only: packed=False")
-            self.device, self.dtype, self.backend = torch.device("cpu"), DTYPES[model.dtype], "onnxruntime"
+                raise ValueError(f"the {model.name} backend runs padded batches only: packed=False")
+            self.device, self.dtype, self.backend = model.device, DTYPES[model.dtype], model.name
             self.model = model
         else:
             self.device = _resolve_device(device)
@@ -232,28 +234,40 @@ def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
 
     Args:
         checkpoint: folder in ntengine's, InstaDeep's HF or the official JAX layout; or an
-            ``.onnx`` file from `ntengine.export.to_onnx` (runs in ONNX Runtime on the CPU;
-            its dtype and outputs are the artefact's, `dtype` is then ignored).
+            ``.onnx`` file from `ntengine.export.to_onnx` (runs in ONNX Runtime on the CPU) or
+            a ``.plan`` from `ntengine.export.to_tensorrt` (runs in TensorRT on `device`, "cuda"
+            when left at "cpu"); an artefact's dtype and outputs are its own, `dtype` is ignored.
         device: "cpu", "cuda", "cuda:1", ...
         dtype: "float32" | "bfloat16" | "float16" (compute dtype; outputs are float32).
         backend: "torch" (plain PyTorch, the reference), "fused" (our C++/CUDA kernels,
             QKV merged into one GEMM), "auto" (fused where it can run here, else torch) or
             "onnxruntime" (export to ONNX once, cached under ~/.cache/ntengine, and run it in
-            ONNX Runtime on the CPU; dtype "float32" or "float16"; padded batches only).
+            ONNX Runtime on the CPU; dtype "float32" or "float16"; padded batches only) or
+            "tensorrt" (build a TensorRT plan once per GPU model, cached likewise, and run it
+            on the GPU; dtype "float16" (use it), "bfloat16" or "float32"; padded batches of
+            1..8 rows only, the default profile).
         trust_pickle: allow pickle-based weights (pytorch_model.bin, JAX joblib).
         layout: force "ntengine" | "hf" | "jax" instead of detecting it.
         batch_size: default sequences per forward pass in `embed`/`logits`.
         packed: `embed`/`logits` lay each batch's sequences end to end in one row
             (variable-length attention, no padding computed) instead of padding them.
     """
-    if str(checkpoint).endswith(".onnx") or backend == "onnxruntime":
-        from ntengine.backends.ort_backend import OrtModel, cached_export
+    suffix = Path(str(checkpoint)).suffix
+    artefact = {".onnx": "onnxruntime", ".plan": "tensorrt"}.get(suffix)
+    if artefact or backend in ARTEFACT_BACKENDS:
+        if artefact and backend not in ("auto", artefact):
+            raise ValueError(f"a {suffix} file runs on backend {artefact!r}, not {backend!r}")
+        artefact_file, artefact = artefact is not None, artefact or backend
+        if artefact == "onnxruntime":
+            from ntengine.backends.ort_backend import OrtModel, cached_export
 
-        if backend not in ("auto", "onnxruntime"):
-            raise ValueError(f"an .onnx file runs on backend 'onnxruntime', not {backend!r}")
-        path = checkpoint if str(checkpoint).endswith(".onnx") else cached_export(
-            checkpoint, dtype=dtype, trust_pickle=trust_pickle)
-        return Engine(OrtModel(path), batch_size=batch_size, packed=packed)
+            model = OrtModel(checkpoint if artefact_file else cached_export(checkpoint, dtype, trust_pickle))
+        else:
+            from ntengine.backends.trt_backend import TrtModel, cached_build
+
+            device = "cuda" if device == "cpu" else device
+            model = TrtModel(checkpoint if artefact_file else cached_build(checkpoint, dtype, trust_pickle), device)
+        return Engine(model, batch_size=batch_size, packed=packed)
     config, state = load_checkpoint(checkpoint, trust_pickle=trust_pickle, layout=layout)
     with torch.device("meta"):
         model = NTModel(config)

@@ -118,7 +118,7 @@ def test_argument_errors(tiny, fixtures_dir):
     with pytest.raises(TypeError, match="list of sequences"):
         engine.embed("ACGT")
     with pytest.raises(ValueError, match="backend must be"):
-        ntengine.compile(fixtures_dir / "v2_tiny", backend="tensorrt")
+        ntengine.compile(fixtures_dir / "v2_tiny", backend="openvino")
     with pytest.raises(ValueError, match="dtype must be"):
         ntengine.compile(fixtures_dir / "v2_tiny", dtype="int8")
 
