@@ -1,14 +1,185 @@
-"""FASTA reading through pysam (htslib): plain, gzip and bgzip files, streamed by record."""
+"""FASTA input: a validating scan, and window sequences read through pysam (htslib).
+
+`scan_fasta` reads the file once in 1 MB blocks (what `gzip` and bytes methods do at C
+speed, never the whole genome at once) to list the records and their lengths, hash the
+content and stop at the first malformed spot with an error naming the record, line
+and column: htslib only prints "error when opening file" for those.
+
+`open_sequences` then gives window sequences: plain and BGZF files by random access
+through pysam's faidx (the .fai / .gzi are built beside the file when absent); plain
+gzip cannot be indexed, so its records are streamed in order with one record in memory
+(bgzip such files for the bounded-memory path).
+"""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import re
 from pathlib import Path
 from typing import Iterator, NamedTuple
+
+BLOCK = 1 << 20  # small enough that a truncated gzip is reported near its end
+ACGTN = b"ACGTNacgtn"
+# IUPAC ambiguity codes beyond N: the tokenizer reads them as N with invalid="N".
+IUPAC = b"RYKMSWBDHVUryksmwbdhvu"
 
 
 class Record(NamedTuple):
     name: str
     sequence: str
+
+
+class RecordInfo(NamedTuple):
+    name: str
+    length: int
+    line: int  # 1-based line of the header
+
+
+class FastaError(ValueError):
+    """A malformed FASTA file; the message names the file, record, line and column."""
+
+
+class FastaScan(NamedTuple):
+    records: list[RecordInfo]
+    sha256: str  # of the decompressed text
+    indexable: bool  # random access possible: plain or BGZF
+    gzip: bool
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _is_bgzf(path: Path) -> bool:
+    with open(path, "rb") as f:  # BGZF: a gzip member with the 'BC' extra subfield
+        head = f.read(18)
+    return len(head) == 18 and head[:4] == b"\x1f\x8b\x08\x04" and head[12:14] == b"BC"
+
+
+def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
+    """Check a FASTA file and list its records.
+
+    Sequence lines may hold A C G T N in any case, and with `allow_iupac` the other IUPAC
+    codes (which the tokenizer's invalid="N" policy reads as N). Raises FastaError on: no
+    header before the first sequence line, an empty record, a duplicate name, any other
+    character, or a truncated / corrupt gzip stream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such FASTA file")
+    compressed = _is_gzip(path)
+    allowed = ACGTN + (IUPAC if allow_iupac else b"") + b"\r"
+    records: list[RecordInfo] = []
+    seen: set[str] = set()
+    digest = hashlib.sha256()
+    line_no, length, name, header_line = 0, 0, None, 0
+    pending = b""  # an incomplete last line carried to the next block
+
+    def close_record():
+        if name is not None:
+            if length == 0:
+                raise FastaError(f"{path}: record {name!r} (line {header_line}) has no sequence")
+            records.append(RecordInfo(name, length, header_line))
+
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as f:
+            while True:
+                block = f.read(BLOCK)
+                digest.update(block)
+                data = pending + block
+                if not block:
+                    lines, pending = ([data] if data else []), b""
+                else:
+                    cut = data.rfind(b"\n") + 1
+                    lines, pending = data[:cut].split(b"\n")[:-1], data[cut:]
+                for line in lines:
+                    line_no += 1
+                    if line.startswith(b">"):
+                        close_record()
+                        name = line[1:].split(None, 1)[0].decode("utf-8", "replace") if line[1:].strip() else ""
+                        if not name:
+                            raise FastaError(f"{path}: line {line_no}: header without a name")
+                        if name in seen:
+                            raise FastaError(f"{path}: line {line_no}: duplicate record name {name!r}")
+                        seen.add(name)
+                        length, header_line = 0, line_no
+                        continue
+                    bad = line.translate(None, allowed)
+                    if bad:
+                        col = line.index(bad[:1])
+                        char = chr(bad[0]) if bad[0] < 128 else bad[:1]
+                        where = f"record {name!r}, position {length + col}" if name else "before any '>' header"
+                        hint = "" if allow_iupac or chr(bad[0]).upper().encode() not in IUPAC else \
+                            " (an IUPAC code: pass invalid='N' / --invalid N to read it as N)"
+                        raise FastaError(f"{path}: line {line_no}, column {col + 1}: invalid character {char!r} "
+                                         f"in {where}{hint}")
+                    if line.strip() and name is None:
+                        raise FastaError(f"{path}: line {line_no}: sequence before the first '>' header")
+                    length += len(line) - line.endswith(b"\r")
+                if not block:
+                    break
+    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        where = f" in record {name!r}" if name else ""
+        raise FastaError(f"{path}: corrupt or truncated gzip stream after line {line_no}{where}: {err}") from None
+    close_record()
+    if not records:
+        raise FastaError(f"{path}: no FASTA records (no line starts with '>')")
+    return FastaScan(records, digest.hexdigest(), not compressed or _is_bgzf(path), compressed)
+
+
+class IndexedSequences:
+    """Random access through htslib's faidx (plain or BGZF; builds .fai/.gzi if absent)."""
+
+    def __init__(self, path):
+        import pysam
+
+        self.path = Path(path)
+        try:
+            self._fasta = pysam.FastaFile(str(self.path))
+        except OSError as err:
+            raise FastaError(f"{self.path}: htslib could not index it ({err}); is its folder writable?") from None
+
+    def fetch(self, record: str, start: int, end: int) -> str:
+        return self._fasta.fetch(record, start, end)
+
+    def close(self):
+        self._fasta.close()
+
+
+class StreamedSequences:
+    """Plain gzip: records read in file order, one in memory; going back re-opens the file."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._records, self._name, self._seq = None, None, ""
+
+    def fetch(self, record: str, start: int, end: int) -> str:
+        if record != self._name:
+            self._advance_to(record)
+        return self._seq[start:end]
+
+    def _advance_to(self, record: str) -> None:
+        for restarted in (False, True):
+            if self._records is None or restarted:
+                self._records = read_records(self.path)
+            for rec in self._records:
+                if rec.name == record:
+                    self._name, self._seq = rec.name, rec.sequence
+                    return
+        raise FastaError(f"{self.path}: no record {record!r}")
+
+    def close(self):
+        self._records, self._seq = None, ""
+
+
+def open_sequences(path, indexable: bool):
+    """A `fetch(record, start, end)` source: random access when `indexable` (see FastaScan)."""
+    return IndexedSequences(path) if indexable else StreamedSequences(path)
 
 
 def read_records(path) -> Iterator[Record]:
@@ -23,3 +194,20 @@ def read_records(path) -> Iterator[Record]:
             if entry.sequence is None or entry.quality is not None:
                 raise ValueError(f"{path}: record {i + 1} ({entry.name}) is not a FASTA record")
             yield Record(entry.name, entry.sequence)
+
+
+_REGION = re.compile(r"^(?P<name>[^\s:]+)(?::(?P<start>[\d,]+)-(?P<end>[\d,]+))?$")
+
+
+def parse_region(text: str) -> tuple[str, int | None, int | None]:
+    """samtools-style 'chr1:1,000-50,000' (1-based, inclusive) -> ('chr1', 999, 50000),
+    0-based half-open; a bare name -> (name, None, None)."""
+    m = _REGION.match(text.strip())
+    if not m:
+        raise ValueError(f"region {text!r}: write NAME or NAME:START-END (1-based, inclusive)")
+    if m["start"] is None:
+        return m["name"], None, None
+    start, end = int(m["start"].replace(",", "")), int(m["end"].replace(",", ""))
+    if not 1 <= start <= end:
+        raise ValueError(f"region {text!r}: need 1 <= START <= END")
+    return m["name"], start - 1, end

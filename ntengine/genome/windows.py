@@ -29,3 +29,49 @@ def plan_windows(record: str, length: int, window: int, stride: int | None = Non
         raise ValueError(f"window and stride must be positive, got {window} and {stride}")
     last = max(length - window, 0)  # the first start at or past this reaches the end
     return [Window(record, s, min(s + window, length)) for s in range(0, last + stride, stride) if s < length]
+
+
+def read_bed(path) -> list[tuple[str, int, int]]:
+    """(name, start, end) of each BED interval (0-based, half-open; extra columns ignored)."""
+    out = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            cols = line.split("\t") if "\t" in line else line.split()
+            try:
+                name, start, end = cols[0], int(cols[1]), int(cols[2])
+            except (IndexError, ValueError):
+                raise ValueError(f"{path}: line {i}: expected NAME START END, got {line.strip()!r}") from None
+            if not 0 <= start < end:
+                raise ValueError(f"{path}: line {i}: need 0 <= start < end, got {start} {end}")
+            out.append((name, start, end))
+    return out
+
+
+def select_regions(lengths: dict[str, int], regions=None, records=None) -> list[tuple[str, int, int]]:
+    """The (record, start, end) spans a job covers, in the order given (default: every
+    record whole, in file order). `regions` is a list of samtools-style strings and/or
+    (name, start, end) tuples (BED rows); `records` a list of names. Spans are checked
+    against the record lengths; END past a record's end is an error, not clipped."""
+    from ntengine.genome.fasta import parse_region
+
+    if regions and records:
+        raise ValueError("give regions or records, not both")
+    spans = []
+    for item in regions or [(name, None, None) for name in (records or lengths)]:
+        name, start, end = parse_region(item) if isinstance(item, str) else item
+        if name not in lengths:
+            known = ", ".join(list(lengths)[:5]) + (", ..." if len(lengths) > 5 else "")
+            raise ValueError(f"region {name}: no such record in the FASTA (it has {known})")
+        start, end = (0, lengths[name]) if start is None else (start, end)
+        if end > lengths[name]:
+            raise ValueError(f"region {name}:{start + 1}-{end} ends past the record's {lengths[name]:,} bp")
+        spans.append((name, start, end))
+    return spans
+
+
+def plan_spans(spans, window: int, stride: int | None = None) -> list[Window]:
+    """Windows over each span (`plan_windows` shifted to the span's start)."""
+    return [Window(name, a + w.start, a + w.end) for name, a, b in spans for w in plan_windows(name, b - a, window,
+                                                                                                 stride)]
