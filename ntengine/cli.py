@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,41 +28,6 @@ def init_checkpoint(preset: str, out, seed: int = 0, layout: str = "hf") -> Path
     return save_checkpoint(out, config, model.state_dict(), layout=layout)
 
 
-def embed_fasta(engine, fasta, out, window: int | None = None, stride: int | None = None,
-                layer: int | None = None, batch_size: int = 8, progress: bool = True) -> dict:
-    """Mean-pooled embeddings of every window of every record of a FASTA file, as .npz.
-
-    The file holds ``embeddings`` float32 [n_windows, E] and the window coordinates
-    ``record`` (str), ``start``, ``end`` (0-based, end exclusive). It is written to a
-    temporary name and renamed, so a crash never leaves a half-written file.
-    """
-    import numpy as np
-    from tqdm import tqdm
-
-    from ntengine.genome.fasta import read_records
-    from ntengine.genome.windows import default_window_bp, plan_windows
-
-    window = window or default_window_bp(engine.config)
-    chunks, coords = [], []
-    with tqdm(desc="embedding", unit="bp", unit_scale=True, disable=not progress, file=sys.stderr) as bar:
-        for record in read_records(fasta):
-            windows = plan_windows(record.name, len(record.sequence), window, stride)
-            for start in range(0, len(windows), batch_size):
-                batch = windows[start:start + batch_size]
-                seqs = [record.sequence[w.start:w.end] for w in batch]
-                chunks.append(engine.embed(seqs, layer=layer, batch_size=batch_size))
-                coords.extend(batch)
-                bar.update(sum(w.end - w.start for w in batch))
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, engine.config.embed_dim), np.float32)
-    out = Path(out)
-    tmp = out.with_name(out.name + ".partial.npz")
-    np.savez(tmp, embeddings=embeddings, record=np.array([w.record for w in coords]),
-             start=np.array([w.start for w in coords], dtype=np.int64),
-             end=np.array([w.end for w in coords], dtype=np.int64))
-    os.replace(tmp, out)
-    return {"windows": len(coords), "bp": int(sum(w.end - w.start for w in coords)), "path": out}
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -73,23 +37,26 @@ def _cmd_init(args) -> None:
 
 
 def _cmd_embed(args) -> None:
-    import ntengine
+    from ntengine.genome.job import embed_genome
 
-    engine = ntengine.compile(args.checkpoint, device=args.device, dtype=args.dtype, backend=args.backend,
-                              trust_pickle=args.trust_pickle)
-    _log(f"compiled {engine}")
     t0 = time.perf_counter()
-    summary = embed_fasta(engine, args.fasta, args.output, window=args.window, stride=args.stride,
-                          layer=args.layer, batch_size=args.batch_size, progress=not args.quiet)
+    summary = embed_genome(
+        args.checkpoint, args.fasta, args.output, window=args.window, stride=args.stride, layer=args.layer,
+        regions=args.regions, bed=args.bed, records=args.records.split(",") if args.records else None,
+        reverse_complement=args.reverse_complement, token_embeddings=args.token_embeddings, bigwig=args.bigwig,
+        invalid=args.invalid, batch_size=args.batch_size, chunk_windows=args.chunk_windows, device=args.device,
+        dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle,
+        ray=args.ray, workers=args.workers, progress=not args.quiet)
     dt = time.perf_counter() - t0
-    _log(f"{summary['windows']} windows, {summary['bp']:,} bp in {dt:.1f} s "
-         f"({summary['bp'] / dt:,.0f} bp/s) -> {summary['path']}")
+    _log(f"{summary['windows']:,} windows ({summary['embedded']:,} embedded, {summary['skipped_all_n']:,} all-N "
+         f"skipped, {summary['shortened']:,} shortened to fit), {summary['bp']:,} bp; "
+         f"{summary['chunks_run']} chunks run in {dt:.1f} s -> {summary['path']}"
+         + "".join(f", {p}" for p in summary.get("bigwig", [])))
 
 
 def _cmd_quickstart(args) -> None:
-    import numpy as np
-
     import ntengine
+    from ntengine.genome.job import embed_genome
 
     out = Path(args.output)
     ckpt = out / "nt-v2-50m-random"
@@ -100,14 +67,18 @@ def _cmd_quickstart(args) -> None:
     _log(f"compiled {engine}")
     ids = engine.tokenizer.encode(_first_record_head(EXAMPLE_GENOME, 60))
     _log(f"first 60 bp of phiX174 -> {len(ids)} tokens: {ids.tolist()}")
-    result = out / "phiX174_embeddings.npz"
-    _log(f"$ ntengine embed {ckpt} {EXAMPLE_GENOME} -o {result} --window 1200")
+    result, tracks = out / "phiX174.zarr", out / "phiX174_tracks"
+    _log(f"$ ntengine embed {ckpt} {EXAMPLE_GENOME} -o {result} --window 1200 --bigwig {tracks}")
     t0 = time.perf_counter()
-    summary = embed_fasta(engine, EXAMPLE_GENOME, result, window=1200)
+    summary = embed_genome(engine, EXAMPLE_GENOME, result, window=1200, bigwig=tracks)
     dt = time.perf_counter() - t0
-    emb = np.load(result)["embeddings"]
+    import zarr
+
+    emb = zarr.open_group(str(result), mode="r")["embeddings"][:]
     _log(f"embedded {summary['bp']:,} bp of phiX174 in {summary['windows']} windows in {dt:.1f} s: "
-         f"embeddings {emb.shape}, mean {emb.mean():+.4f}, std {emb.std():.4f} -> {result}")
+         f"embeddings {emb.shape}, mean {emb.mean():+.4f}, std {emb.std():.4f} -> {result}; "
+         f"tracks {', '.join(summary['bigwig'])}")
+    _log("(rerunning the command resumes / reuses the store; open it with xarray.open_zarr)")
 
 
 def _cmd_export(args) -> None:
@@ -151,19 +122,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint layout (default: InstaDeep's HF layout)")
     p.set_defaults(func=_cmd_init)
 
-    p = sub.add_parser("embed", help="mean-pooled window embeddings of a FASTA file (.npz)")
-    p.add_argument("checkpoint", help="checkpoint folder (ntengine, HF or JAX layout)")
-    p.add_argument("fasta", help="FASTA file (plain, gzip or bgzip)")
-    p.add_argument("-o", "--output", required=True, help="output .npz")
-    p.add_argument("--window", type=int, help="window length in bp (default: the model's context)")
-    p.add_argument("--stride", type=int, help="window stride in bp (default: the window length)")
-    p.add_argument("--layer", type=int, help="1-based layer to embed from (default: final embeddings)")
+    p = sub.add_parser("embed", help="embed a genome (or regions) into a zarr store; optional bigWig tracks",
+                       description="Windows over a FASTA file -> the model -> a resumable zarr store (mean-pooled "
+                                   "window embeddings, optional per-token embeddings) and optional bigWig tracks. "
+                                   "Rerun the same command to resume an interrupted job.")
+    p.add_argument("checkpoint", help="checkpoint folder (ntengine, HF or JAX layout), .onnx or .plan")
+    p.add_argument("fasta", help="FASTA file (plain, gzip or bgzip; multi-record)")
+    p.add_argument("-o", "--output", required=True, help="output .zarr store (resumed if it exists)")
+    p.add_argument("--bigwig", metavar="DIR", help="also write logprob.bw and entropy.bw tracks into DIR")
+    p.add_argument("--window", type=int, help="window length in bp (default: the model's context, 6 x (tokens-1))")
+    p.add_argument("--stride", type=int, help="window step in bp (default: the window length, no overlap)")
+    p.add_argument("--layer", type=int, help="1-based layer for pooled embeddings (default: final embeddings)")
+    p.add_argument("--token-embeddings", type=int, metavar="LAYER",
+                   help="also store per-token embeddings (float16) from this 1-based layer")
+    p.add_argument("--reverse-complement", action="store_true",
+                   help="average each window's pooled embedding over both strands")
+    p.add_argument("--regions", nargs="+", metavar="REGION", help="NAME or NAME:START-END (1-based, inclusive)")
+    p.add_argument("--bed", help="BED file of regions (0-based, half-open)")
+    p.add_argument("--records", help="comma-separated record names (default: all)")
+    p.add_argument("--invalid", choices=("raise", "N"), default="raise",
+                   help="IUPAC codes other than N: raise (default) or read as N")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--chunk-windows", type=int, default=32, help="windows per committed chunk (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="compute dtype (default float32; bfloat16 is ~2x faster on CPUs with AVX512_BF16)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "fused"),
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "fused", "onnxruntime", "tensorrt"),
                    help="auto (default): our fused kernels where they can run, else plain torch")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run on Ray: an address (auto, ray://host:10001) or nothing for a local cluster")
+    p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else 2)")
     p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_embed)

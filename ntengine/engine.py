@@ -140,7 +140,12 @@ class Engine:
         as_numpy = not isinstance(ids, torch.Tensor)
 
         def tensor(a):
-            return None if a is None else torch.as_tensor(np.asarray(a) if as_numpy else a).to(self.device)
+            if a is None:
+                return None
+            t = torch.as_tensor(np.asarray(a) if as_numpy else a)
+            if self.device.type == "cuda" and t.device.type == "cpu":  # pinned: an async copy
+                return t.pin_memory().to(self.device, non_blocking=True)
+            return t.to(self.device)
 
         ids_t, mask_t, cu_t = tensor(ids).long(), tensor(attention_mask), tensor(cu_seqlens)
         with ops.use("fused" if self.backend == "fused" else "torch"):
@@ -183,6 +188,10 @@ class Engine:
             for i, (seq_ids, seq_out) in zip(rows, slices):
                 yield int(i), seq_ids, seq_out
 
+    def nucleotide_mask(self, ids: np.ndarray) -> np.ndarray:
+        """True at nucleotide tokens (6-mers, single bases, N): what mean pooling averages."""
+        return ~np.isin(ids, self._special_ids)
+
     # ------------------------------------------------------------------ conveniences
 
     def embed(self, seqs: Sequence[str], layer: int | None = None, pooling: str = "mean",
@@ -211,7 +220,7 @@ class Engine:
             elif pooling == "cls":
                 results[i] = rows[0].copy()
             else:
-                nucleotide = ~np.isin(ids, self._special_ids)
+                nucleotide = self.nucleotide_mask(ids)
                 if not nucleotide.any():
                     raise ValueError(f"sequence {i} has no nucleotide tokens to average")
                 results[i] = rows[nucleotide].mean(0)
