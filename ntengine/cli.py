@@ -54,6 +54,23 @@ def _cmd_embed(args) -> None:
          + "".join(f", {p}" for p in summary.get("bigwig", [])))
 
 
+def _cmd_score_variants(args) -> None:
+    from ntengine.variants.vcf import score_variants
+
+    t0 = time.perf_counter()
+    s = score_variants(args.checkpoint, args.vcf, args.fasta, args.output, tsv=args.tsv, window=args.window,
+                       layer=args.layer, both_strands=args.both_strands, batch_size=args.batch_size,
+                       block_records=args.block_records, device=args.device, dtype=args.dtype, backend=args.backend,
+                       trust_pickle=args.trust_pickle, progress=not args.quiet)
+    dt = time.perf_counter() - t0
+    computed, requested = s["windows_computed"] + s["masked_computed"], s["windows_requested"] + s["masked_requested"]
+    skipped = ", ".join(f"{n:,} {why}" for why, n in sorted(s["skipped"].items())) or "none"
+    _log(f"{s['records']:,} records, {s['alleles']:,} alleles: {s['scored']:,} scored; skipped: {skipped}; "
+         f"{s['ref_mismatch_records']:,} records with REF not matching the FASTA (FILTER NT_REF_MISMATCH); "
+         f"{computed:,} windows run for {requested:,} requested; {dt:.1f} s -> {s['path']}"
+         + (f", {args.tsv}" if args.tsv else ""))
+
+
 def _cmd_quickstart(args) -> None:
     import ntengine
     from ntengine.genome.job import embed_genome
@@ -107,6 +124,18 @@ def _first_record_head(path, n: int) -> str:
     return next(iter(read_records(path))).sequence[:n]
 
 
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    """How a command compiles and runs its engine, and whether it shows progress."""
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="compute dtype (default float32; bfloat16 is ~2x faster on CPUs with AVX512_BF16)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "fused", "onnxruntime", "tensorrt"),
+                   help="auto (default): our fused kernels where they can run, else plain torch")
+    p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ntengine import __version__
 
@@ -142,19 +171,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", help="comma-separated record names (default: all)")
     p.add_argument("--invalid", choices=("raise", "N"), default="raise",
                    help="IUPAC codes other than N: raise (default) or read as N")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--chunk-windows", type=int, default=32, help="windows per committed chunk (default 32)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="compute dtype (default float32; bfloat16 is ~2x faster on CPUs with AVX512_BF16)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "fused", "onnxruntime", "tensorrt"),
-                   help="auto (default): our fused kernels where they can run, else plain torch")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run on Ray: an address (auto, ray://host:10001) or nothing for a local cluster")
     p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else 2)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_engine_args(p)
     p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("score-variants", help="zero-shot variant scores (LLR, logit diff, embedding distances)",
+                       description="Score every allele of a VCF/BCF against a reference FASTA without training: "
+                                   "masked-token log-likelihood ratio, the public recipes' logit difference and "
+                                   "embedding distances between reference and alternative windows. Writes the VCF "
+                                   "back with INFO fields, and a per-allele table.")
+    p.add_argument("checkpoint", help="checkpoint folder (ntengine, HF or JAX layout), .onnx or .plan")
+    p.add_argument("--vcf", required=True, help="VCF, VCF.gz or BCF")
+    p.add_argument("--fasta", required=True, help="reference FASTA the VCF was called against")
+    p.add_argument("-o", "--output", required=True, help="output VCF (.vcf, .vcf.gz or .bcf)")
+    p.add_argument("--tsv", help="also write one row per allele here (.tsv, or .parquet with pandas+pyarrow)")
+    p.add_argument("--window", type=int, default=5994, help="window in bp centred on the variant (default 5994: "
+                   "999 six-mers + <cls> = 1000 tokens, as public NT recipes)")
+    p.add_argument("--layer", type=int, help="1-based layer for embedding distances (default: final embeddings)")
+    p.add_argument("--both-strands", action="store_true", help="average LLR and distances over both strands")
+    p.add_argument("--block-records", type=int, default=256, help="records scored together (default 256)")
+    _add_engine_args(p)
+    p.set_defaults(func=_cmd_score_variants)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or a TensorRT plan, validated against PyTorch",
                        description="Export to ONNX (dynamic batch and length; checked in onnxruntime) or to a "

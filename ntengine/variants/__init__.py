@@ -1,0 +1,1 @@
+"""Zero-shot variant effect scores from a VCF: `score_variants` (CLI: ntengine score-variants)."""

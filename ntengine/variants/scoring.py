@@ -1,0 +1,171 @@
+"""Zero-shot scores of alleles, computed in shared batches.
+
+Per allele (definitions; `windows.py` has the window and token conventions):
+
+    llr            log P(alt k-mer) - log P(ref k-mer) at the variant's token, from one
+                   forward pass of the *reference* window with that token masked (log-
+                   softmax over the vocabulary). Shared by every allele at the locus.
+    logit_diff     logit(alt k-mer) - logit(ref k-mer) at the same masked position, the
+                   mean of the forward and reverse-complement strands (as public NT
+                   recipes: 999 six-mers + <cls>, central token masked).
+    l1, l2, cosine, dot
+                   between the mean-pooled embeddings (nucleotide tokens) of the
+                   unmasked reference and alternative windows, at the chosen layer.
+    token_l1 .. token_dot
+                   the same between the mean embeddings of the tokens overlapping the
+                   allele: REF's bases in the reference window, ALT's in the alternative.
+
+With both_strands, llr and the distances are the mean over the forward and reverse-
+complement strands (logit_diff always is). Identical windows are computed once per
+block: the reference window (and its masked pass) of a locus is shared by all its
+alleles and by every record at that locus.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ntengine.variants.windows import build_windows, reverse_complement, span_tokens, token_at
+
+SCORES = ("llr", "logit_diff", "l1", "l2", "cosine", "dot", "token_l1", "token_l2", "token_cosine", "token_dot")
+
+
+class AlleleTask(NamedTuple):
+    chrom: str
+    pos: int  # 0-based first base of REF
+    ref: str
+    alt: str
+    record_length: int
+
+
+def distances(a: np.ndarray, b: np.ndarray) -> list[float]:
+    """L1, L2, cosine similarity, dot product of two vectors (float64)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    dot = float(a @ b)
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return [float(np.abs(a - b).sum()), float(np.linalg.norm(a - b)), dot / norm if norm else float("nan"), dot]
+
+
+class Scorer:
+    """Scores blocks of alleles with one engine.
+
+    Attributes: stats = {"windows_requested", "windows_computed", "masked_requested",
+    "masked_computed"} over all blocks (how much sharing saved).
+    """
+
+    def __init__(self, engine, fetch, window: int, layer: int | None = None, both_strands: bool = False,
+                 batch_size: int = 8, share: bool = True):
+        self.engine, self.fetch, self.window, self.layer = engine, fetch, window, layer
+        self.both_strands, self.batch_size, self.share = both_strands, batch_size, share
+        self.tokenizer = engine.tokenizer
+        self.stats = dict.fromkeys(("windows_requested", "windows_computed", "masked_requested",
+                                    "masked_computed"), 0)
+
+    def score(self, tasks: list[AlleleTask]) -> np.ndarray:
+        """float64 [len(tasks), len(SCORES)]."""
+        plans, windows, masked = [], {}, {}
+        for i, t in enumerate(tasks):
+            w = build_windows(self.fetch, t.chrom, t.pos, t.ref, t.alt, t.record_length, self.window)
+            n = len(w.ref)
+            strands = []
+            for rc in (False, True):
+                ref, alt = (reverse_complement(w.ref), reverse_complement(w.alt)) if rc else (w.ref, w.alt)
+                q = n - 1 - w.offset if rc else w.offset  # the variant's first base on this strand
+                # allele spans on this strand: [lo, hi) of REF in ref, of ALT in alt
+                ref_span = (n - w.offset - len(t.ref), n - w.offset) if rc else (w.offset, w.offset + len(t.ref))
+                alt_len = min(len(t.alt), len(alt) - w.offset)
+                alt_span = (len(alt) - w.offset - alt_len, len(alt) - w.offset) if rc else (w.offset,
+                                                                                          w.offset + alt_len)
+                unmasked = not rc or self.both_strands
+                strands.append({"q": q, "ref": ref, "alt": alt, "unmasked": unmasked,
+                                "ref_key": self._request(windows, ref, ref_span, i) if unmasked else None,
+                                "alt_key": self._request(windows, alt, alt_span, i) if unmasked else None,
+                                "mask_key": self._request_masked(masked, ref, q, i)})
+            plans.append(strands)
+        emb = self._run_unmasked(windows)
+        logits = self._run_masked(masked)
+        out = np.empty((len(tasks), len(SCORES)))
+        for i, strands in enumerate(plans):
+            llr, diff, dist, tok = [], [], [], []
+            for strand in strands:
+                row, ref_id = logits[strand["mask_key"]]
+                alt_ids, alt_offsets = self.tokenizer.encode_with_offsets(strand["alt"])
+                alt_id = alt_ids[token_at(alt_offsets, len(alt_ids), strand["q"])]
+                logp = row - _logsumexp(row)
+                llr.append(logp[alt_id] - logp[ref_id])
+                diff.append(row[alt_id] - row[ref_id])
+                if strand["unmasked"]:
+                    (ref_pool, ref_tok), (alt_pool, alt_tok) = emb[strand["ref_key"]], emb[strand["alt_key"]]
+                    dist.append(distances(ref_pool, alt_pool))
+                    tok.append(distances(ref_tok, alt_tok))
+            n_llr = 2 if self.both_strands else 1
+            out[i] = [np.mean(llr[:n_llr]), np.mean(diff), *np.mean(dist, 0), *np.mean(tok, 0)]
+        return out
+
+    def _request(self, windows: dict, seq: str, span: tuple[int, int], task: int) -> tuple:
+        """Ask for `seq`'s pooled embedding and its `span` tokens' mean; returns the result key."""
+        owner = None if self.share else task  # sharing: one computation per distinct window
+        self.stats["windows_requested"] += 1
+        windows.setdefault((seq, owner), set()).add(span)
+        return seq, owner, span
+
+    def _request_masked(self, masked: dict, seq: str, q: int, task: int) -> tuple:
+        """Ask for the logits at the token covering `q` of `seq`, masked; returns the key."""
+        key = (seq, q, None if self.share else task)
+        self.stats["masked_requested"] += 1
+        masked[key] = None
+        return key
+
+    def _batches(self, seqs: list[str]):
+        """(rows, ids, mask, offsets, lengths) batches of `seqs`, longest first."""
+        enc = self.tokenizer.batch_encode(seqs)
+        lengths = enc.attention_mask.sum(1)
+        order = np.argsort(-lengths, kind="stable")
+        for lo in range(0, len(order), self.batch_size):
+            rows = order[lo:lo + self.batch_size]
+            width = int(lengths[rows].max())
+            yield rows, enc.ids[rows, :width].copy(), enc.attention_mask[rows, :width], enc.offsets[rows], lengths
+
+    def _run_unmasked(self, windows: dict) -> dict:
+        """{(seq, owner, span): (pooled embedding, mean of the span's tokens)}."""
+        keys = list(windows)
+        seqs = [seq for seq, _ in keys]
+        self.stats["windows_computed"] += len(keys)
+        name = "embeddings" if self.layer is None else f"embeddings_{self.layer}"
+        layers = () if self.layer is None else (self.layer,)
+        out = {}
+        if not seqs:
+            return out
+        for rows, ids, mask, offsets, lengths in self._batches(seqs):
+            emb = self.engine.forward(ids, mask, layers=layers, logits=False)[name]
+            nucleotide = self.engine.nucleotide_mask(ids) & mask
+            pooled = (emb * nucleotide[..., None]).sum(1) / nucleotide.sum(1, keepdims=True)
+            for j, r in enumerate(rows):
+                for span in windows[keys[r]]:
+                    toks = span_tokens(offsets[j], int(lengths[r]), *span)
+                    out[(*keys[r], span)] = (pooled[j], emb[j, toks].mean(0))
+        return out
+
+    def _run_masked(self, masked: dict) -> dict:
+        """{key: (logits row at the masked token, the reference token id there)}."""
+        keys = list(masked)
+        self.stats["masked_computed"] += len(keys)
+        out = {}
+        if not keys:
+            return out
+        mask_id = self.tokenizer.mask_id
+        for rows, ids, mask, offsets, lengths in self._batches([k[0] for k in keys]):
+            positions = [token_at(offsets[j], int(lengths[r]), keys[r][1]) for j, r in enumerate(rows)]
+            ref_ids = [int(ids[j, k]) for j, k in enumerate(positions)]
+            ids[np.arange(len(rows)), positions] = mask_id
+            logits = self.engine.forward(ids, mask, logits=True)["logits"]
+            for j, r in enumerate(rows):
+                out[keys[r]] = (logits[j, positions[j]].astype(np.float64), ref_ids[j])
+        return out
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = x.max()
+    return float(m + np.log(np.exp(x - m).sum()))

@@ -1,0 +1,248 @@
+"""`ntengine score-variants`: zero-shot scores for every allele of a VCF / BCF.
+
+Reads with pysam (htslib), in blocks of records (bounded memory, shared batches within a
+block), and writes every input record back out, in order, with the scores as INFO fields
+declared in the header (Number=A: one value per ALT, "." where an allele was not
+scored) plus a TSV (or Parquet) table with one row per allele. Multi-allelic records
+are split per ALT for scoring. Not scored, with a reason (INFO NT_SKIP, counted in the
+summary): symbolic alleles (<DEL>, <*>...), the spanning deletion *, breakends,
+structural variants (INFO SVTYPE, or alleles longer than half the window), alleles
+with characters other than A C G T N, and records whose REF does not match the FASTA —
+those also get FILTER NT_REF_MISMATCH; they are flagged, never scored, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ntengine.genome.fasta import scan_fasta, open_sequences
+from ntengine.variants.scoring import SCORES, AlleleTask, Scorer
+from ntengine.variants.windows import DEFAULT_WINDOW
+
+INFO = {  # INFO ID -> (score column, description)
+    "NT_LLR": ("llr", "log P(alt k-mer) - log P(ref k-mer) at the variant's masked token"),
+    "NT_LOGIT_DIFF": ("logit_diff", "logit(alt k-mer) - logit(ref k-mer) at the masked token, mean of both strands"),
+    "NT_L1": ("l1", "L1 distance of mean-pooled ref/alt window embeddings"),
+    "NT_L2": ("l2", "L2 distance of mean-pooled ref/alt window embeddings"),
+    "NT_COS": ("cosine", "cosine similarity of mean-pooled ref/alt window embeddings"),
+    "NT_DOT": ("dot", "dot product of mean-pooled ref/alt window embeddings"),
+    "NT_TOK_L1": ("token_l1", "L1 distance of the mean embeddings of the tokens covering the allele"),
+    "NT_TOK_L2": ("token_l2", "L2 distance of the mean embeddings of the tokens covering the allele"),
+    "NT_TOK_COS": ("token_cosine", "cosine similarity of the mean embeddings of the tokens covering the allele"),
+    "NT_TOK_DOT": ("token_dot", "dot product of the mean embeddings of the tokens covering the allele"),
+}
+SKIP_INFO, MISMATCH_FILTER = "NT_SKIP", "NT_REF_MISMATCH"
+_BASES = frozenset("ACGTNacgtn")
+
+
+def skip_reason(rec, alt: str | None, window: int) -> str | None:
+    """Why an allele is not scored (None: it is)."""
+    if alt is None or alt == ".":
+        return "missing_alt"
+    if alt == "*":
+        return "spanning_deletion"
+    if alt.startswith("<"):
+        return "symbolic"
+    if "[" in alt or "]" in alt:
+        return "breakend"
+    if "SVTYPE" in rec.info or max(len(alt), len(rec.ref)) > window // 2:
+        return "structural"
+    if not _BASES.issuperset(alt) or not _BASES.issuperset(rec.ref):
+        return "non_acgtn_allele"
+    return None
+
+
+def _output_mode(path: Path) -> str:
+    name = path.name.lower()
+    return "wb" if name.endswith(".bcf") else "wz" if name.endswith((".vcf.gz", ".vcf.bgz")) else "w"
+
+
+def _open_vcf(path):
+    """pysam reader without htslib's 'Could not retrieve index file' noise (we read sequentially)."""
+    import pysam
+
+    previous = pysam.set_verbosity(0)
+    try:
+        return pysam.VariantFile(str(path))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable VCF/BCF ({err})") from None
+    finally:
+        pysam.set_verbosity(previous)
+
+
+def _declare_implicit_fields(path, header) -> None:
+    """htslib defines INFO/FORMAT keys a VCF uses without declaring them while it parses
+    records, too late for a writer opened before: one parsing pass finds them all."""
+    with _open_vcf(path) as first:
+        for _ in first:
+            pass
+        for ours, theirs in ((header.info, first.header.info), (header.formats, first.header.formats)):
+            for key, meta in theirs.items():
+                if key not in ours:
+                    ours.add(key, meta.number, meta.type, meta.description or "not declared in the input VCF")
+
+
+def _prepare_header(header, lengths: dict[str, int], argv: str) -> None:
+    for info_id, (_, text) in INFO.items():
+        header.info.add(info_id, "A", "Float", f"ntengine: {text}")
+    header.info.add(SKIP_INFO, "A", "String", "ntengine: why an allele was not scored (. = scored)")
+    header.filters.add(MISMATCH_FILTER, None, None, "ntengine: REF does not match the reference FASTA")
+    for name, length in lengths.items():
+        if name not in header.contigs:
+            header.contigs.add(name, length=length)
+    header.add_line(f"##ntengine_command={argv}")
+
+
+COLUMNS = ["chrom", "pos", "id", "ref", "alt", "status", *SCORES]
+
+
+class TableWriter:
+    """One row per allele: TSV streamed as blocks finish; .parquet (pandas + pyarrow)
+    collected and written at the end. Written under a temporary name, then renamed."""
+
+    def __init__(self, path):
+        self.path = Path(path) if path else None
+        self.parquet = self.path is not None and self.path.suffix == ".parquet"
+        self.rows: list[dict] = []
+        if self.parquet:
+            try:
+                import pandas  # noqa: F401
+                import pyarrow  # noqa: F401
+            except ImportError as err:
+                raise RuntimeError(f"Parquet output needs pandas and pyarrow ({err}): write a .tsv instead") from None
+        elif self.path:
+            self.tmp = self.path.with_name(self.path.name + ".partial")
+            self.file = open(self.tmp, "w", newline="")
+            self.writer = csv.DictWriter(self.file, COLUMNS, delimiter="\t", lineterminator="\n")
+            self.writer.writeheader()
+
+    def write(self, rows: list[dict]) -> None:
+        if self.parquet:
+            self.rows.extend(rows)
+        elif self.path:
+            self.writer.writerows(rows)
+
+    def close(self) -> None:
+        if self.parquet:
+            import pandas as pd
+
+            pd.DataFrame(self.rows, columns=COLUMNS).to_parquet(self.path)
+        elif self.path:
+            self.file.close()
+            self.tmp.replace(self.path)
+
+
+def score_variants(model, vcf, fasta, out, *, tsv=None, window: int = DEFAULT_WINDOW, layer: int | None = None,
+                   both_strands: bool = False, batch_size: int = 8, block_records: int = 256, device="cpu",
+                   dtype="float32", backend: str = "auto", trust_pickle: bool = False, progress: bool = True,
+                   share_reference: bool = True) -> dict:
+    """Score every allele of `vcf` against `fasta`; write `out` (VCF/VCF.gz/BCF) and `tsv`.
+
+    Args:
+        model: checkpoint folder / .onnx / .plan, or an Engine.
+        window: window length in bp (default 5,994 = 999 six-mers; at most the model's
+            context); layer: 1-based layer for the distances (default final embeddings).
+        both_strands: average llr and the distances over both strands.
+        block_records: records read, scored in shared batches and written at a time.
+        share_reference: compute each distinct window once per block (turn off only to
+            measure what sharing saves).
+    Returns:
+        summary: records, alleles, scored, skipped {reason: count}, ref_mismatch_records,
+        and the Scorer's window statistics.
+    """
+    import pysam
+    from tqdm import tqdm
+
+    import ntengine
+    from ntengine.genome.windows import default_window_bp
+
+    engine = model if hasattr(model, "forward") and hasattr(model, "config") else ntengine.compile(
+        model, device=device, dtype=dtype, backend=backend, trust_pickle=trust_pickle, batch_size=batch_size)
+    limit = default_window_bp(engine.config)
+    if not 1 <= window <= limit:
+        raise ValueError(f"window must be 1..{limit} bp for this model (its context), got {window}")
+    if layer is not None and not 1 <= layer <= engine.config.num_layers:
+        raise ValueError(f"layer {layer} out of range 1..{engine.config.num_layers}")
+    scan = scan_fasta(fasta, allow_iupac=True)
+    lengths = {r.name: r.length for r in scan.records}
+    sequences = open_sequences(fasta, scan.indexable)
+    scorer = Scorer(engine, lambda c, a, b: sequences.fetch(c, a, b).upper(), window, layer, both_strands,
+                    batch_size, share_reference)
+    out = Path(out)
+    reader = _open_vcf(vcf)
+    _declare_implicit_fields(vcf, reader.header)
+    _prepare_header(reader.header, lengths, " ".join(sys.argv))
+    tmp = out.with_name(out.name + ".partial")
+    writer = pysam.VariantFile(str(tmp), _output_mode(out), header=reader.header)
+    table = TableWriter(tsv)
+    counts = {"records": 0, "alleles": 0, "scored": 0, "ref_mismatch_records": 0}
+    skipped: Counter = Counter()
+    with tqdm(desc="scoring", unit=" records", disable=not progress, file=sys.stderr) as bar:
+        block: list = []
+        for rec in reader:
+            block.append(rec)
+            if len(block) == block_records:
+                table.write(_score_block(block, scorer, lengths, sequences, window, writer, counts, skipped))
+                bar.update(len(block))
+                block = []
+        table.write(_score_block(block, scorer, lengths, sequences, window, writer, counts, skipped))
+        bar.update(len(block))
+    writer.close()
+    reader.close()
+    sequences.close()
+    table.close()
+    tmp.replace(out)
+    return {**counts, "skipped": dict(skipped), **scorer.stats, "path": str(out)}
+
+
+def _score_block(block, scorer, lengths, sequences, window, writer, counts, skipped) -> list[dict]:
+    """Score a block of records in shared batches, write them out in order; returns table rows."""
+    tasks, where, reasons = [], [], []
+    for r, rec in enumerate(block):
+        alts = rec.alts or (None,)
+        per_alt = [skip_reason(rec, alt, window) for alt in alts]
+        if rec.chrom not in lengths:
+            per_alt = ["contig_not_in_fasta"] * len(alts)
+        elif (end := rec.start + len(rec.ref)) > lengths[rec.chrom] or \
+                sequences.fetch(rec.chrom, rec.start, end).upper() != rec.ref.upper():  # not rec.stop: END= moves it
+            per_alt = ["ref_mismatch"] * len(alts)
+            rec.filter.add(MISMATCH_FILTER)
+            counts["ref_mismatch_records"] += 1
+        for a, (alt, reason) in enumerate(zip(alts, per_alt)):
+            if reason is None:
+                where.append((r, a))
+                tasks.append(AlleleTask(rec.chrom, rec.start, rec.ref.upper(), alt.upper(), lengths[rec.chrom]))
+        reasons.append(per_alt)
+    scores = scorer.score(tasks) if tasks else np.zeros((0, len(SCORES)))
+    by_allele = {ra: s for ra, s in zip(where, scores)}
+    rows = []
+    for r, rec in enumerate(block):
+        alts = rec.alts or (None,)
+        values = [by_allele.get((r, a)) for a in range(len(alts))]
+        if rec.alts:
+            for info_id, (column, _) in INFO.items():
+                k = SCORES.index(column)
+                rec.info[info_id] = tuple(None if v is None else float(v[k]) for v in values)
+            rec.info[SKIP_INFO] = tuple(reason or "." for reason in reasons[r])
+        try:
+            writer.write(rec)
+        except OSError as err:  # htslib refuses records its header cannot describe
+            raise ValueError(f"record {rec.chrom}:{rec.pos} cannot be written back ({err}; htslib's reason is "
+                             "printed above): is its header complete (e.g. END and ALT lines for <DEL>)?") from None
+        counts["records"] += 1
+        for a, alt in enumerate(alts):
+            counts["alleles"] += 1
+            reason = reasons[r][a]
+            if reason:
+                skipped[reason] += 1
+            counts["scored"] += reason is None
+            row = {"chrom": rec.chrom, "pos": rec.pos, "id": rec.id or ".", "ref": rec.ref, "alt": alt or ".",
+                   "status": reason or "scored"}
+            row.update({c: ("" if values[a] is None else f"{values[a][k]:.6g}") for k, c in enumerate(SCORES)})
+            rows.append(row)
+    return rows
