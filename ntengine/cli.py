@@ -71,6 +71,61 @@ def _cmd_score_variants(args) -> None:
          + (f", {args.tsv}" if args.tsv else ""))
 
 
+def _cmd_train_mlm(args) -> None:
+    import dataclasses
+
+    from ntengine.config import NTConfig
+    from ntengine.train.mlm import MLMSettings, pretrain
+
+    source = args.init or NTConfig.from_preset(args.preset)
+    overrides = {k: v for k, v in (("num_layers", args.layers), ("embed_dim", args.embed_dim),
+                                   ("num_heads", args.heads), ("ffn_dim", args.ffn_dim)) if v}
+    if overrides:
+        if args.init:
+            raise ValueError("--layers/--embed-dim/--heads/--ffn-dim shape a new model: not with --init")
+        source = dataclasses.replace(source, **overrides)
+    settings = MLMSettings(steps=args.steps, batch_size=args.batch_size, tokens=args.tokens, lr=args.lr,
+                           warmup=args.warmup, weight_decay=args.weight_decay, accumulation=args.accumulation,
+                           bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+                           save_every=args.save_every, log_every=args.log_every, seed=args.seed,
+                           reverse_complement=args.reverse_complement)
+    history = pretrain(source, args.fasta, args.output, settings, device=args.device, trust_pickle=args.trust_pickle,
+                       progress=not args.quiet)
+    if history:
+        last = history[-1]
+        _log(f"step {last['step']}: loss {last['loss']:.4f} (perplexity {last['perplexity']:.1f}), loss at <mask> "
+             f"{last['mask_loss']:.4f} -> {args.output}/latest")
+
+
+def _cmd_train_finetune(args) -> None:
+    import json
+
+    from ntengine.train.finetune import finetune
+
+    result = finetune(args.checkpoint, args.train, args.output, method=args.method, valid=args.valid, test=args.test,
+                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, pooling=args.pooling,
+                      layer=args.layer, seed=args.seed, device=args.device, trust_pickle=args.trust_pickle,
+                      progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+    _log(f"trained {result['trainable_parameters']:,} of {result['total_parameters']:,} parameters "
+         f"({100 * result['trainable_fraction']:.3f}%); best epoch {result['best_epoch']}; -> {result['path']}")
+
+
+def _cmd_train_probe(args) -> None:
+    import json
+
+    import ntengine
+    from ntengine.train.probe import kmer_baseline, probe
+
+    engine = ntengine.compile(args.checkpoint, device=args.device, dtype=args.dtype, backend=args.backend,
+                              trust_pickle=args.trust_pickle, batch_size=args.batch_size)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    result = {"probe": probe(engine, args.train, args.test, layers, args.classifier, args.folds, args.seed)}
+    if not args.no_baseline:
+        result["kmer_baseline"] = kmer_baseline(args.train, args.test, 6, args.classifier, args.folds, args.seed)
+    print(json.dumps(result, indent=2))
+
+
 def _cmd_quickstart(args) -> None:
     import ntengine
     from ntengine.genome.job import embed_genome
@@ -196,6 +251,67 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(p)
     p.set_defaults(func=_cmd_score_variants)
 
+    train = sub.add_parser("train", help="MLM pretraining, fine-tuning (full or IA3) and probing").add_subparsers(
+        dest="mode", required=True)
+    p = train.add_parser("mlm", help="masked-LM pretraining from a genome (resumes from -o; torchrun for DDP)",
+                         description="Masked-language-model pretraining on windows of a genome, as NT was trained. "
+                                     "Rerun with the same -o to resume exactly; launch under torchrun for DDP.")
+    p.add_argument("fasta", help="training genome (FASTA, plain/gzip/bgzip)")
+    p.add_argument("-o", "--output", required=True, help="run folder: step-N checkpoints, latest, log.jsonl")
+    p.add_argument("--preset", default="v2-50m", help="shape of a new random model (default v2-50m)")
+    p.add_argument("--init", help="start from this checkpoint instead of a random model")
+    p.add_argument("--layers", type=int, help="override the preset's number of layers")
+    p.add_argument("--embed-dim", type=int, help="override the preset's width")
+    p.add_argument("--heads", type=int, help="override the preset's attention heads")
+    p.add_argument("--ffn-dim", type=int, help="override the preset's FFN width")
+    p.add_argument("--steps", type=int, default=1000, help="optimiser steps in total (default 1000)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per step over all processes (default 16)")
+    p.add_argument("--tokens", type=int, default=512, help="tokens per window, <cls> included (default 512)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then 1/sqrt decay (default 100)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    p.add_argument("--accumulation", type=int, default=1, help="micro-batches per step (default 1)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute block activations in backward")
+    p.add_argument("--reverse-complement", action="store_true", help="reverse-complement half of the windows")
+    p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default 500)")
+    p.add_argument("--log-every", type=int, default=10, help="log every N steps (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model, data and masks (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights for --init")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_mlm)
+
+    p = train.add_parser("finetune", help="fine-tune a classification/regression head, full or IA3")
+    p.add_argument("checkpoint", help="checkpoint folder to start from")
+    p.add_argument("--train", required=True, help="CSV/TSV (sequence,label) or FASTA with label= in headers")
+    p.add_argument("--valid", help="validation set (default: a stratified 10%% of --train)")
+    p.add_argument("--test", help="test set, scored once at the end through the written checkpoint")
+    p.add_argument("-o", "--output", required=True, help="checkpoint folder to write (with head.json)")
+    p.add_argument("--method", choices=("ia3", "full"), default="ia3", help="ia3 (default) or full fine-tuning")
+    p.add_argument("--epochs", type=int, default=3, help="epochs (default 3); the best on validation is kept")
+    p.add_argument("--lr", type=float, help="learning rate (default 3e-3 IA3, 3e-5 full)")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per step (default 16)")
+    p.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="head input (default mean)")
+    p.add_argument("--layer", type=int, help="1-based layer feeding the head (default final embeddings)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_finetune)
+
+    p = train.add_parser("probe", help="logistic regression / MLP on frozen embeddings, 10-fold CV, MCC")
+    p.add_argument("checkpoint", help="checkpoint folder")
+    p.add_argument("--train", required=True, help="CSV/TSV (sequence,label) or FASTA with label= in headers")
+    p.add_argument("--test", help="test set, scored once by the classifier refitted on all of --train")
+    p.add_argument("--layers", help="comma-separated 1-based layers (default: the last)")
+    p.add_argument("--classifier", choices=("logreg", "mlp"), default="logreg", help="default logreg")
+    p.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the 6-mer count baseline")
+    _add_engine_args(p)
+    p.set_defaults(func=_cmd_train_probe)
+
     p = sub.add_parser("export", help="export a checkpoint to ONNX or a TensorRT plan, validated against PyTorch",
                        description="Export to ONNX (dynamic batch and length; checked in onnxruntime) or to a "
                                    "TensorRT plan (built from that ONNX on this machine's GPU; checked on it).")
@@ -236,7 +352,7 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        _log(f"ntengine {args.command}: error: {err}")
+        _log(f"ntengine {args.command}{' ' + args.mode if getattr(args, 'mode', None) else ''}: error: {err}")
         return 2
     return 0
 

@@ -102,10 +102,8 @@ class Engine:
         self.tokenizer = Tokenizer(version=self.config.version, max_length=self.config.max_positions)
         self.batch_size = batch_size
         self.packed = packed
-        # Ids that are not nucleotides: excluded from mean pooling.
-        tok = self.tokenizer
-        self._special_ids = np.array(sorted({tok.unk_id, tok.pad_id, tok.mask_id, tok.cls_id,
-                                             tok.token_to_id("<eos>"), tok.token_to_id("<bos>")}))
+        # (head config, linear head) of a fine-tuned checkpoint: see `predict`.
+        self.head = None
 
     @property
     def padding_fraction(self) -> float:
@@ -190,7 +188,7 @@ class Engine:
 
     def nucleotide_mask(self, ids: np.ndarray) -> np.ndarray:
         """True at nucleotide tokens (6-mers, single bases, N): what mean pooling averages."""
-        return ~np.isin(ids, self._special_ids)
+        return ~np.isin(ids, self.tokenizer.special_ids)
 
     # ------------------------------------------------------------------ conveniences
 
@@ -227,6 +225,21 @@ class Engine:
         if pooling == "none":
             return results
         return np.stack(results).astype(np.float32) if results else np.zeros((0, self.config.embed_dim), np.float32)
+
+    def predict(self, seqs: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Apply a fine-tuned head (`ntengine train finetune`) to DNA sequences.
+
+        Returns float32 class probabilities [N, C] (classification; column order =
+        ``engine.head[0]["labels"]``) or predicted values [N, K] (regression).
+        """
+        if self.head is None:
+            raise ValueError("this engine has no fine-tuned head: compile a checkpoint written by "
+                             "`ntengine train finetune` (it holds head.json and head.safetensors)")
+        config, head = self.head
+        pooled = self.embed(seqs, layer=config["layer"], pooling=config["pooling"], batch_size=batch_size)
+        with torch.no_grad():
+            out = head(torch.from_numpy(pooled))
+        return (out.softmax(-1) if config["task"] == "classification" else out).numpy()
 
     def logits(self, seqs: Sequence[str], batch_size: int | None = None) -> list[np.ndarray]:
         """LM-head logits, one float32 [T_i, V] array per sequence (row 0 is `<cls>`)."""
@@ -281,4 +294,8 @@ def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
     with torch.device("meta"):
         model = NTModel(config)
     model.load_state_dict(state, strict=True, assign=True)
-    return Engine(model, device=device, dtype=dtype, backend=backend, batch_size=batch_size, packed=packed)
+    engine = Engine(model, device=device, dtype=dtype, backend=backend, batch_size=batch_size, packed=packed)
+    from ntengine.train.heads import load_head
+
+    engine.head = load_head(checkpoint)
+    return engine

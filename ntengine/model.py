@@ -25,6 +25,7 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ntengine import ops
@@ -197,6 +198,8 @@ class NTModel(nn.Module):
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(e, eps=config.layer_norm_eps)
         self.lm_head = LMHead(config)
+        # Training: recompute each block's activations in the backward pass (memory for time).
+        self.gradient_checkpointing = False
 
     def embed(self, input_ids: torch.Tensor, packing: Packing) -> torch.Tensor:
         """Token (+ position) embeddings [B, L, E] before the first block."""
@@ -283,7 +286,11 @@ class NTModel(nn.Module):
         for i, block in enumerate(self.layers, start=1):
             next_norm = self.layers[i].attn_norm if i < cfg.num_layers else self.final_norm
             heads = [hd for layer, hd in attention_maps if layer == i]
-            x, h, probs = block(x, h, next_norm, packing, rope, need_probs=bool(heads))
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x, h, probs = torch.utils.checkpoint.checkpoint(block, x, h, next_norm, packing, rope, bool(heads),
+                                                                use_reentrant=False)
+            else:
+                x, h, probs = block(x, h, next_norm, packing, rope, need_probs=bool(heads))
             for hd in heads:
                 out[f"attention_map_layer_{i}_number_{hd}"] = probs[:, hd]
             if i in layers and i < cfg.num_layers:

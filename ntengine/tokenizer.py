@@ -212,6 +212,11 @@ class Tokenizer:
     def __reduce__(self):  # picklable for worker processes (the C++ options are rebuilt)
         return (Tokenizer, (self.version, self.strict, self.invalid, self.max_length, self.num_threads))
 
+    @property
+    def special_ids(self) -> np.ndarray:
+        """Ids of the tokens that are not nucleotides (<unk> <pad> <mask> <cls> <eos> <bos>)."""
+        return np.array(sorted({self.unk_id, self.pad_id, self.mask_id, self.cls_id, self.eos_id, self.bos_id}))
+
     def token_to_id(self, token: str) -> int:
         """Id of a token string; KeyError (official message) if it is not in the vocabulary."""
         try:

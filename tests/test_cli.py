@@ -12,7 +12,7 @@ from ntengine.cli import EXAMPLE_GENOME, build_parser, main
 from ntengine.genome.fasta import read_records
 from tolerances import FP32, rel_err
 
-COMMANDS = ["init", "embed", "quickstart", "export"]
+COMMANDS = ["init", "embed", "quickstart", "export", "score-variants", "train"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
