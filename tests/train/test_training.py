@@ -215,3 +215,36 @@ def test_read_labelled_formats_and_errors(tmp_path):
     assert y.tolist() == [0.5, 1.25] and y.dtype == np.float64
     with pytest.raises(ValueError, match="'sequence' and 'label' columns"):
         read_labelled(tmp_path / "c.csv")
+
+
+def test_regression_head_with_cls_pooling(fixtures_dir, enhancer_slice, tmp_path):
+    from ntengine.train.finetune import finetune
+
+    train, test = enhancer_slice
+    for split, src in (("train", train), ("test", test)):  # real sequences, target = their GC fraction
+        seqs, _ = read_labelled(src)
+        gc = [(s.upper().count("G") + s.upper().count("C")) / len(s) for s in seqs]
+        rows = "".join(f"{s}\t{g:.4f}\n" for s, g in zip(seqs, gc))
+        (tmp_path / f"{split}.tsv").write_text("sequence\tlabel\n" + rows)
+    result = finetune(fixtures_dir / "v2_tiny", tmp_path / "train.tsv", tmp_path / "gc", method="full", pooling="cls",
+                      test=tmp_path / "test.tsv", epochs=1, batch_size=32, progress=False)
+    assert result["task"] == "regression" and set(result["test"]) == {"mse", "r2", "pearson"}
+    engine = ntengine.compile(tmp_path / "gc")
+    assert engine.head[0]["pooling"] == "cls" and engine.predict(["ACGTACGTAC" * 20]).shape == (1, 1)
+
+
+def test_cli_finetune_and_probe(fixtures_dir, enhancer_slice, tmp_path, capsys):
+    from ntengine.cli import main
+
+    train, test = enhancer_slice
+    assert main(["train", "finetune", str(fixtures_dir / "v2_tiny"), "--train", str(train), "--test", str(test),
+                 "-o", str(tmp_path / "ft"), "--epochs", "1", "--batch-size", "32", "-q"]) == 0
+    out = capsys.readouterr()
+    # IA3 on the fixture (2 blocks, E 32, F 64) + head (32 x 2 + 2)
+    assert json.loads(out.out)["method"] == "ia3" and f"trained {2 * (32 + 32 + 64) + 66} of 289,453" in out.err
+    assert main(["train", "probe", str(tmp_path / "ft"), "--train", str(train), "--folds", "3", "-q"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"probe", "kmer_baseline"} and "cv_mcc" in result["probe"]["2"]
+    assert main(["train", "finetune", str(fixtures_dir / "v2_tiny"), "--train", str(tmp_path / "absent.csv"),
+                 "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert "ntengine train finetune: error:" in capsys.readouterr().err
