@@ -191,6 +191,13 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the model init, data order and masks (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ntengine import __version__
 
@@ -276,10 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reverse-complement", action="store_true", help="reverse-complement half of the windows")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     p.add_argument("--log-every", type=int, default=10, help="log every N steps (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model, data and masks (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights for --init")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_training_args(p)
     p.set_defaults(func=_cmd_train_mlm)
 
     p = train.add_parser("finetune", help="fine-tune a classification/regression head, full or IA3")
@@ -294,10 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="sequences per step (default 16)")
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="head input (default mean)")
     p.add_argument("--layer", type=int, help="1-based layer feeding the head (default final embeddings)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_training_args(p)
     p.set_defaults(func=_cmd_train_finetune)
 
     p = train.add_parser("probe", help="logistic regression / MLP on frozen embeddings, 10-fold CV, MCC")
