@@ -25,6 +25,20 @@ ACGTN = b"ACGTNacgtn"
 IUPAC = b"RYKMSWBDHVUryksmwbdhvu"
 
 
+# IUPAC complements (ambiguity codes included, case kept).
+_COMPLEMENT = str.maketrans("ACGTNacgtnRYKMSWBDHVUrykmswbdhvu", "TGCANtgcanYRMKSWVHDBAyrmkswvhdba")
+_ACGT = frozenset("ACGTacgt")
+
+
+def reverse_complement(seq: str) -> str:
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+def has_acgt(seq: str) -> bool:
+    """False for windows of N (or other ambiguity codes) only: nothing to embed."""
+    return not _ACGT.isdisjoint(seq)
+
+
 class Record(NamedTuple):
     name: str
     sequence: str

@@ -22,12 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ntengine.genome.fasta import FastaScan, open_sequences, scan_fasta
+from ntengine.genome.fasta import FastaScan, has_acgt, open_sequences, reverse_complement, scan_fasta
 from ntengine.genome.store import STATUS, STATUS_DOC, FORMAT, create_or_open, done_chunks, write_chunk
 from ntengine.genome.windows import default_window_bp, plan_spans, read_bed, select_regions
 
-_COMPLEMENT = str.maketrans("ACGTNacgtnRYKMSWBDHVUrykmswbdhvu", "TGCANtgcanYRMKSWVHDBAyrmkswvhdba")
-_ACGT = frozenset("ACGTacgt")
 
 
 @dataclass(frozen=True)
@@ -70,10 +68,6 @@ def model_sha256(engine) -> str:
     return h.hexdigest()
 
 
-def _reverse_complement(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
-
-
 class ChunkRunner:
     """Reads, tokenises and runs the chunks of one job with one engine."""
 
@@ -90,7 +84,7 @@ class ChunkRunner:
         keep, seqs, spans = [], [], []
         for i, (record, start, end) in enumerate(windows):
             seq = self.sequences.fetch(record, start, end)
-            if not _ACGT.isdisjoint(seq):  # all-N windows are skipped
+            if has_acgt(seq):  # all-N windows are skipped
                 keep.append(i)
                 seqs.append(seq)
                 spans.append((start, end))
@@ -99,7 +93,7 @@ class ChunkRunner:
             seq, (start, end) = seqs[j], spans[j]
             lead, trail = len(seq) - len(seq.lstrip("Nn")), len(seq) - len(seq.rstrip("Nn"))
             seqs[j], spans[j] = seq[lead:len(seq) - trail], (start + lead, end - trail)
-        strands = [seqs] + ([[_reverse_complement(x) for x in seqs]] if self.spec.reverse_complement else [])
+        strands = [seqs] + ([[reverse_complement(x) for x in seqs]] if self.spec.reverse_complement else [])
         encoded = [(self.tokenizer.batch_encode(x, truncation=True), self.tokenizer.count_tokens(x))
                    if x else (None, counts) for x in strands]
         return {"chunk": c, "windows": windows, "keep": keep, "spans": spans, "shortened": counts > self.context,

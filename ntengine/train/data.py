@@ -7,10 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ntengine.genome.fasta import open_sequences, scan_fasta
+from ntengine.genome.fasta import has_acgt, open_sequences, reverse_complement, scan_fasta
 
-_ACGT = frozenset("ACGTacgt")
-_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 
 
 class GenomeSampler:
@@ -39,8 +37,8 @@ class GenomeSampler:
             start = int(g.integers(0, self.lengths[r] - self.bp + 1))
             seq = self.sequences.fetch(self.names[r], start, start + self.bp)
             flip = self.reverse_complement and g.random() < 0.5
-            if not _ACGT.isdisjoint(seq):
-                return seq.translate(_COMPLEMENT)[::-1] if flip else seq
+            if has_acgt(seq):
+                return reverse_complement(seq) if flip else seq
         raise ValueError("100 windows in a row were all N: is this genome mostly N?")
 
 

@@ -27,7 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ntengine.variants.windows import build_windows, reverse_complement, span_tokens, token_at
+from ntengine.genome.fasta import reverse_complement
+from ntengine.variants.windows import build_windows, span_tokens, token_at
 
 SCORES = ("llr", "logit_diff", "l1", "l2", "cosine", "dot", "token_l1", "token_l2", "token_cosine", "token_dot")
 

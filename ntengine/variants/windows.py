@@ -23,12 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 DEFAULT_WINDOW = 5994
-
-
-def reverse_complement(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
 
 
 class VariantWindows(NamedTuple):
