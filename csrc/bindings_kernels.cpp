@@ -23,6 +23,8 @@ void bind_cpu_kernels(py::module_& m) {
          uintptr_t positions, uintptr_t cos, uintptr_t sin, int64_t B, int64_t L, int64_t H,
          int64_t D, float q_scale, int dtype) {
         const DType dt = to_dtype(dtype);
+        // Rotate-half pairs j with j + D/2; without tables any D works (AgroNT-1B: D = 75).
+        NTE_CHECK(cos == 0 || D % 2 == 0, "qkv_rope: rotary embeddings need an even head size D, got ", D);
         py::gil_scoped_release release;
         qkv_rope_cpu(ptr(qkv), qkv_row_stride, ptr(q), ptr(k), ptr(v), ptr<const int32_t>(positions),
                      ptr<const float>(cos), ptr<const float>(sin), B, L, H, D, q_scale, dt);

@@ -129,6 +129,14 @@ def onednn_available() -> bool:
 # --------------------------------------------------------------------------- qkv_rope
 
 
+def _check_rotary_head(d: int, cos) -> None:
+    """Rotate-half pairs feature j with j + D/2, so rotary needs an even head size. Without
+    tables (v1 models) any D works: AgroNT-1B has D = 75."""
+    if cos is not None and d % 2:
+        raise ValueError(f"rotary embeddings need an even head size, got head size {d} (odd); "
+                         "only models without rotary (v1, learned positions) may have odd heads")
+
+
 def qkv_rope_ref(qkv: torch.Tensor, num_heads: int, q_scale: float, cos: Optional[torch.Tensor] = None,
                  sin: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None):
     """Split a merged QKV projection into heads, scale q and rotate q and k.
@@ -144,6 +152,7 @@ def qkv_rope_ref(qkv: torch.Tensor, num_heads: int, q_scale: float, cos: Optiona
     """
     b, length, e3 = qkv.shape
     d = e3 // 3 // num_heads
+    _check_rotary_head(d, cos)
     x = qkv.float().view(b, length, 3, num_heads, d).permute(2, 0, 3, 1, 4)  # [3, B, H, L, D]
     q, k, v = x[0], x[1], x[2]
     if cos is not None:
@@ -168,6 +177,7 @@ def _qkv_rope_op(qkv: torch.Tensor, num_heads: int, q_scale: float, cos: Optiona
     b, length, e3 = qkv.shape
     d = e3 // 3 // num_heads
     code = _check_dtype(qkv)
+    _check_rotary_head(d, cos)
     if qkv.stride(-1) != 1 or qkv.stride(0) != length * qkv.stride(1):
         qkv = qkv.contiguous()
     if cos is not None:

@@ -5,7 +5,8 @@
 // fp32, fp16 (CUDA) or bf16; all arithmetic is fp32. Kernels never throw from worker
 // threads; argument checks happen in the bindings / ntengine/ops.py before the call.
 //
-// Shapes: B batch, L tokens per row, H heads, D head size (even), E = H * D,
+// Shapes: B batch, L tokens per row, H heads, D head size (any; even with rotary tables:
+// v1 models may have odd D, e.g. AgroNT-1B's 75), E = H * D,
 // N rows (tokens), F FFN width.
 #pragma once
 
@@ -22,6 +23,8 @@ namespace ntengine {
 ///   c = cos[p*(D/2)+j], s = sin[p*(D/2)+j],  x1 = x[j], x2 = x[j + D/2]:
 ///   out[j] = x1*c - x2*s,  out[j + D/2] = x2*c + x1*s      (q additionally * q_scale)
 /// Without tables (cos == nullptr: learned-position v1 models) q = x*q_scale, k = x.
+/// D must be even with tables (the bindings and ops.py refuse odd D there); without
+/// them any D works (AgroNT-1B: D = 75).
 ///
 /// @param[in]  qkv        [B, L, 3E] rows of (q | k | v), row stride `qkv_row_stride`
 ///                        elements between consecutive tokens; heads are [H, D] within E.
@@ -71,11 +74,12 @@ void attention_cpu(const void* q, const void* k, const void* v, void* out, const
 // versions above; `stream` is a cudaStream_t. Attention on CUDA uses torch's SDPA.
 // All pointers are device pointers on the thread's current CUDA device (the caller makes
 // the tensors' device current). The launch is asynchronous on `stream`; the host launcher
-// throws CheckError for negative sizes, a row stride shorter than the row, an odd D, only
-// one of cos/sin, an unknown dtype, or a failed launch, and returns without launching when
-// there is no work. 16-byte vector loads are used when every base pointer is 16-byte aligned
-// and the row strides and widths (D/2, F, E) are multiples of 16 bytes' worth of elements;
-// otherwise a scalar path gives the same results.
+// throws CheckError for negative sizes, a row stride shorter than the row, an odd D with
+// rotary tables, only one of cos/sin, an unknown dtype, or a failed launch, and returns
+// without launching when there is no work. 16-byte vector loads are used when every base
+// pointer is 16-byte aligned and the row strides and widths (D/2 with rotary tables, D
+// without, F, E) are multiples of 16 bytes' worth of elements; otherwise a scalar path gives
+// the same results.
 void qkv_rope_cuda(const void* qkv, int64_t qkv_row_stride, void* q, void* k, void* v,
                    const int32_t* positions, const float* cos, const float* sin, int64_t B,
                    int64_t L, int64_t H, int64_t D, float q_scale, DType dtype, void* stream);

@@ -207,3 +207,44 @@ def test_cli_export(fixtures_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     assert "--no-validate" in capsys.readouterr().out
+
+
+# AgroNT-1B (InstaDeepAI/agro-nucleotide-transformer-1b): a v1 model with 20 heads of size
+# 75 (odd). A tiny random v1 model with that head size (E = 150, H = 2) exports and runs.
+@pytest.fixture(scope="module")
+def v1_head75(tmp_path_factory):
+    """(checkpoint, opset-default artefact, reference model) at head size 75."""
+    from ntengine.checkpoint import save_checkpoint
+    from ntengine.config import NTConfig
+    from ntengine.model import NTModel, init_random_weights
+
+    out = tmp_path_factory.mktemp("v1_head75")
+    cfg = NTConfig("v1", 4105, 150, 2, 2, 64, max_positions=128, token_dropout=True)
+    assert cfg.head_dim == 75
+    ckpt = save_checkpoint(out / "ckpt", cfg, init_random_weights(NTModel(cfg), seed=75).state_dict())
+    path = to_onnx(ckpt, out / "model.onnx", outputs=OUTPUTS)  # validates against torch itself
+    return ckpt, path, load_model(ckpt)
+
+
+def test_head_size_75_export_matches_torch_engine(v1_head75, ecoli):
+    ckpt, path, model = v1_head75
+    for lengths in [(1,), (60, 17, 5, 33), (model.config.max_positions,)]:
+        ids, mask = genome_batch(model.config, lengths, seed=len(lengths))
+        check(path, model, ids, mask)
+    ort, ref = ntengine.compile(path), ntengine.compile(ckpt, backend="torch")
+    assert ort.backend == "onnxruntime" and ort.config.head_dim == 75
+    seqs = [ecoli[:762], ecoli[1000:1006], ecoli[2000:2030] + "NN" + ecoli[3000:3100]]  # padded batch
+    for a, b in zip(ort.embed(seqs, pooling="none"), ref.embed(seqs, pooling="none")):
+        assert rel_err(a, b) <= ONNX_FP32
+    for a, b in zip(ort.logits(seqs), ref.logits(seqs)):
+        assert rel_err(a, b) <= ONNX_FP32
+
+
+def test_head_size_75_opset_23_attention(v1_head75, tmp_path):
+    ckpt, _, model = v1_head75
+    path = to_onnx(ckpt, tmp_path / "a23.onnx", opset=23, outputs=("embeddings", "logits"))
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version == 23 and "Attention" in {n.op_type for n in proto.graph.node}
+    for lengths in [(1,), (1,) * 8, (90, 3, 41), (model.config.max_positions, 7)]:
+        ids, mask = genome_batch(model.config, lengths, seed=2)
+        check(path, model, ids, mask)

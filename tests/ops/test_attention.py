@@ -59,10 +59,20 @@ def test_padded_matches_ref(dtype, d, b, h, length):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("d", [1, 7, 33, 40])
+@pytest.mark.parametrize("d", [1, 7, 33, 40, 75])  # 75: AgroNT-1B's head size
 def test_odd_head_sizes(dtype, d):
     """Any D: odd sizes leave half a bf16 pair and a partial 16-lane column block."""
     _check(*_qkv(2, 3, 97, d, dtype), torch.tensor([97, 50]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_agront_1b_heads(dtype):
+    """AgroNT-1B (InstaDeepAI/agro-nucleotide-transformer-1b): 20 heads of D = 75 (odd:
+    38 bf16 pairs, the last half empty; 5 column blocks, the last with 11 lanes), its full
+    1024-token context in one row and 301 real tokens (padding) in the other."""
+    lengths = torch.tensor([1024, 301])
+    got = _check(*_qkv(2, 20, 1024, 75, dtype), lengths)
+    assert torch.count_nonzero(got[1, 301:]) == 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -72,26 +82,28 @@ def test_no_lengths_means_all_tokens(dtype):
     _check(q, k, v)
 
 
+@pytest.mark.parametrize("d", [24, 75])  # 75: AgroNT-1B's (odd) head size
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cu", [[0, 300], [0, 1, 40, 41, 170, 299], [0, 5, 6, 260]],
                          ids=["one", "several", "trailing"])
-def test_packed_matches_ref(dtype, cu):
+def test_packed_matches_ref(dtype, cu, d):
     """Tokens attend within their own segment; length-1 segments; unused trailing tokens."""
-    q, k, v = _qkv(1, 3, 300, 24, dtype)
+    q, k, v = _qkv(1, 3, 300, d, dtype)
     cu_seqlens = torch.tensor(cu, dtype=torch.int32)
     got = _check(q, k, v, cu_seqlens=cu_seqlens)
     assert torch.count_nonzero(got[0, cu[-1]:]) == 0
 
 
+@pytest.mark.parametrize("d", [32, 75])  # 75: AgroNT-1B's (odd) head size
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_vs_single_and_packed(dtype):
+def test_batch_vs_single_and_packed(dtype, d):
     """A sequence alone, in a padded batch and in a packed row gives the same output.
 
     The kernel's work for a segment does not depend on its neighbours, so the outputs are
     bitwise equal (the brief asks <= 1e-6 for fp32; equality is what we get and assert).
     """
     lengths = [70, 1, 200, 131]
-    q, k, v = _qkv(len(lengths), 16, 200, 32, dtype)
+    q, k, v = _qkv(len(lengths), 16, 200, d, dtype)
     batch = _fused(q, k, v, torch.tensor(lengths))
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
     pack = [torch.cat([t[row, :, :n] for row, n in enumerate(lengths)], dim=1)[None] for t in (q, k, v)]
@@ -125,3 +137,5 @@ def test_opcheck():
     q, k, v = _qkv(1, 3, 9, 8, torch.float32)
     cu = torch.tensor([0, 2, 7], dtype=torch.int32)
     torch.library.opcheck(torch.ops.ntengine.attention.default, (q, k, v, None, cu))
+    q, k, v = _qkv(2, 2, 9, 75, torch.float32)  # AgroNT-1B's head size
+    torch.library.opcheck(torch.ops.ntengine.attention.default, (q, k, v, torch.tensor([9, 4]), None))

@@ -85,10 +85,11 @@ def test_empty_sizes_are_noops(cuda_mod):
         (lambda m: m.swiglu(0, 16, 0, 0, 8, 7, 0), "unknown dtype code 7"),
         (lambda m: m.swiglu(0, 8, 0, 2, 8, 0, 0), "x_row_stride 8 < 2F = 16"),
         (lambda m: m.add_layernorm(0, 4, 0, 8, 0, 0, 0, 0, 2, 8, 1e-5, 0, 0), "must be >= E = 8"),
-        (lambda m: m.qkv_rope(0, 9, 0, 0, 0, 0, 0, 0, 1, 1, 1, 3, 1.0, 0, 0), "must be even"),
+        # Odd D is refused with rotary tables only (v1 models such as AgroNT-1B have D = 75).
+        (lambda m: m.qkv_rope(0, 9, 0, 0, 0, 0, 16, 16, 1, 1, 1, 3, 1.0, 0, 0), "need an even head size D, got 3"),
         (lambda m: m.qkv_rope(0, 24, 0, 0, 0, 0, 16, 0, 1, 1, 1, 8, 1.0, 0, 0), "both be given"),
     ],
-    ids=["dtype", "swiglu-stride", "layernorm-stride", "odd-head", "cos-without-sin"],
+    ids=["dtype", "swiglu-stride", "layernorm-stride", "odd-head-rotary", "cos-without-sin"],
 )
 def test_bad_arguments_raise_before_launch(cuda_mod, call, message):
     with pytest.raises(RuntimeError, match=re.escape(message)):
@@ -101,3 +102,7 @@ def test_launch_without_gpu_raises(cuda_mod):
         pytest.skip("a GPU is present: this test would launch on made-up pointers")
     with pytest.raises(RuntimeError, match="swiglu_kernel launch failed: cudaError"):
         cuda_mod.swiglu(256, 16, 512, 1, 8, 0, 0)
+    # An odd head size without tables (AgroNT-1B: H = 20, D = 75) passes the host checks
+    # and reaches the launch of the whole-head (non-rotary) kernel.
+    with pytest.raises(RuntimeError, match="qkv_split_kernel launch failed: cudaError"):
+        cuda_mod.qkv_rope(256, 3 * 20 * 75, 512, 768, 1024, 0, 0, 0, 1, 4, 20, 75, 75**-0.5, 0, 0)

@@ -1,5 +1,6 @@
 """ntengine::qkv_rope against qkv_rope_ref: dtypes, head counts and sizes, lengths 1 to
-1000, explicit positions, no rotary, strided and permuted inputs, errors, opcheck."""
+1000, explicit positions, no rotary, odd head sizes (AgroNT-1B's D = 75) without rotary,
+strided and permuted inputs, errors, opcheck."""
 
 import math
 
@@ -14,6 +15,10 @@ DTYPES = [torch.float32, torch.bfloat16]
 # the smallest head (D = 8: half a vector) and the largest (D = 128).
 SHAPES = [(1, 1, 1, 8), (2, 7, 3, 32), (1, 1000, 16, 32), (3, 5, 2, 8), (2, 9, 3, 64), (1, 4, 1, 128)]
 ROTARY = ["default", "positions", "none"]
+# Odd head sizes, no rotary (v1 models: rotate-half needs an even D). AgroNT-1B
+# (InstaDeepAI/agro-nucleotide-transformer-1b) has 20 heads of D = 75: its full shape at
+# 1024 tokens, a small D = 75 case, and D = 1 / 7 (less than one vector).
+ODD_SHAPES = [(2, 9, 2, 75), (1, 1024, 20, 75), (3, 5, 3, 7), (1, 3, 1, 1)]
 
 
 def _tables(rows: int, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +53,31 @@ def _check(qkv: torch.Tensor, heads: int, rotary: str) -> None:
 @pytest.mark.parametrize("b,length,heads,d", SHAPES)
 def test_matches_ref(device, dtype, b, length, heads, d, rotary):
     _check(torch.randn(b, length, 3 * heads * d, device=device).to(dtype), heads, rotary)
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,length,heads,d", ODD_SHAPES)
+def test_odd_head_sizes_without_rotary(device, dtype, b, length, heads, d, strided):
+    """Any D without tables, e.g. AgroNT-1B's D = 75; strided: token stride 3E + 3 (odd)."""
+    e3 = 3 * heads * d
+    wide = torch.randn(b, length, e3 + (3 if strided else 0), device=device).to(dtype)
+    _check(wide[..., :e3], heads, "none")
+
+
+def test_rotary_refuses_odd_head_size(device):
+    """Rotate-half pairs j with j + D/2: an odd D with tables is refused, not half-rotated."""
+    qkv = torch.randn(1, 4, 3 * 2 * 75, device=device)
+    cos, sin = torch.ones(4, 37, device=device), torch.zeros(4, 37, device=device)
+    with pytest.raises(ValueError, match="even head size, got head size 75"):
+        ops.qkv_rope_ref(qkv, 2, 1.0, cos, sin)
+    with ops.use("fused"), pytest.raises(ValueError, match="even head size, got head size 75"):
+        ops.qkv_rope(qkv, 2, 1.0, cos, sin)
+    if device == "cpu":  # the binding checks too, for callers that bypass ops.py
+        out = [torch.empty(1, 2, 4, 75) for _ in range(3)]
+        with pytest.raises(RuntimeError, match="even head size D, got 75"):
+            ops._C.qkv_rope(qkv.data_ptr(), qkv.stride(1), *(t.data_ptr() for t in out), 0, cos.data_ptr(),
+                            sin.data_ptr(), 1, 4, 2, 75, 1.0, ops.DTYPE_CODES[torch.float32])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -98,5 +128,6 @@ def test_opcheck():
     cos, sin = _tables(6, 8, "cpu")
     qkv = torch.randn(2, 5, 3 * 3 * 8)
     for args in [(qkv, 3, 0.5, cos, sin, None), (qkv, 3, 0.5, cos, sin, torch.randint(0, 6, (2, 5))),
-                 (qkv, 3, 0.5, None, None, None)]:
+                 (qkv, 3, 0.5, None, None, None),
+                 (torch.randn(2, 5, 3 * 2 * 75), 2, 75**-0.5, None, None, None)]:  # AgroNT-1B's D = 75
         torch.library.opcheck(torch.ops.ntengine.qkv_rope.default, args)

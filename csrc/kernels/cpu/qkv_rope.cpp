@@ -52,7 +52,8 @@ inline void rope_head(const T* __restrict x, T* __restrict o, const float* __res
 #endif
 }
 
-/// No rotary (v1 models): o = x * scale over one head x, o [D].
+/// No rotary (v1 models): o = x * scale over one head x, o [D]. Any D, odd included
+/// (AgroNT-1B: D = 75): masked tail chunk / scalar loop, no pairs of features.
 template <typename T>
 inline void scale_head(const T* __restrict x, T* __restrict o, int64_t D, float scale) {
 #if NTE_AVX512
