@@ -72,9 +72,10 @@ class _Exported(nn.Module):
         return tuple(out[name].float() for name in self.outputs)
 
 
-def load_model(source, trust_pickle: bool = False) -> NTModel:
-    """An fp32 CPU copy of the NTModel in `source`: a checkpoint folder, an NTModel or an
-    Engine (anything with an NTModel ``.model``). In-memory models are copied, not changed."""
+def load_model(source, trust_pickle: bool = False, revision: str | None = None, adapter=None) -> NTModel:
+    """An fp32 CPU copy of the NTModel in `source`: a checkpoint (folder or hub id, with a PEFT
+    `adapter` merged if given), an NTModel or an Engine (anything with an NTModel ``.model``).
+    In-memory models are copied, not changed."""
     model = getattr(source, "model", source)
     if isinstance(model, NTModel):
         return copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
@@ -82,10 +83,10 @@ def load_model(source, trust_pickle: bool = False) -> NTModel:
         raise TypeError(f"export takes a checkpoint folder, an NTModel or a PyTorch Engine, not {type(model).__name__}")
     from ntengine.checkpoint import load_checkpoint
 
-    config, state = load_checkpoint(source, trust_pickle=trust_pickle)
+    ckpt = load_checkpoint(source, trust_pickle=trust_pickle, revision=revision, adapter=adapter)
     with torch.device("meta"):
-        model = NTModel(config)
-    model.load_state_dict(state, strict=True, assign=True)
+        model = NTModel(ckpt.config)
+    model.load_state_dict(ckpt.state, strict=True, assign=True)
     return model.float().eval()
 
 

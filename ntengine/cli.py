@@ -46,7 +46,7 @@ def _cmd_embed(args) -> None:
         reverse_complement=args.reverse_complement, token_embeddings=args.token_embeddings, bigwig=args.bigwig,
         invalid=args.invalid, batch_size=args.batch_size, chunk_windows=args.chunk_windows, device=args.device,
         dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle,
-        ray=args.ray, workers=args.workers, progress=not args.quiet)
+        ray=args.ray, workers=args.workers, progress=not args.quiet, adapter=args.adapter)
     dt = time.perf_counter() - t0
     _log(f"{summary['windows']:,} windows ({summary['embedded']:,} embedded, {summary['skipped_all_n']:,} all-N "
          f"skipped, {summary['shortened']:,} shortened to fit), {summary['bp']:,} bp; "
@@ -61,7 +61,7 @@ def _cmd_score_variants(args) -> None:
     s = score_variants(args.checkpoint, args.vcf, args.fasta, args.output, tsv=args.tsv, window=args.window,
                        layer=args.layer, both_strands=args.both_strands, batch_size=args.batch_size,
                        block_records=args.block_records, device=args.device, dtype=args.dtype, backend=args.backend,
-                       trust_pickle=args.trust_pickle, progress=not args.quiet)
+                       trust_pickle=args.trust_pickle, progress=not args.quiet, adapter=args.adapter)
     dt = time.perf_counter() - t0
     computed, requested = s["windows_computed"] + s["masked_computed"], s["windows_requested"] + s["masked_requested"]
     skipped = ", ".join(f"{n:,} {why}" for why, n in sorted(s["skipped"].items())) or "none"
@@ -118,7 +118,7 @@ def _cmd_train_probe(args) -> None:
     from ntengine.train.probe import kmer_baseline, probe
 
     engine = ntengine.compile(args.checkpoint, device=args.device, dtype=args.dtype, backend=args.backend,
-                              trust_pickle=args.trust_pickle, batch_size=args.batch_size)
+                              trust_pickle=args.trust_pickle, batch_size=args.batch_size, adapter=args.adapter)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     result = {"probe": probe(engine, args.train, args.test, layers, args.classifier, args.folds, args.seed)}
     if not args.no_baseline:
@@ -154,12 +154,15 @@ def _cmd_quickstart(args) -> None:
 
 
 def _cmd_export(args) -> None:
+    from ntengine.export.onnx import load_model
+
     t0 = time.perf_counter()
+    source = load_model(args.checkpoint, args.trust_pickle, adapter=args.adapter) if args.adapter else args.checkpoint
     if args.format == "tensorrt":
         from ntengine.export import to_tensorrt
 
         dtype = args.dtype or "float16"
-        path = to_tensorrt(args.checkpoint, args.output, dtype=dtype, outputs=args.outputs, min_shape=args.min,
+        path = to_tensorrt(source, args.output, dtype=dtype, outputs=args.outputs, min_shape=args.min,
                            opt_shape=args.opt, max_shape=args.max, timing_cache=args.timing_cache,
                            workspace_gib=args.workspace_gib, opset=args.opset, validate=not args.no_validate,
                            trust_pickle=args.trust_pickle, verbose=args.verbose)
@@ -167,7 +170,7 @@ def _cmd_export(args) -> None:
         from ntengine.export import to_onnx
 
         dtype = args.dtype or "float32"
-        path = to_onnx(args.checkpoint, args.output, dtype=dtype, outputs=args.outputs, opset=args.opset,
+        path = to_onnx(source, args.output, dtype=dtype, outputs=args.outputs, opset=args.opset,
                        validate=not args.no_validate, trust_pickle=args.trust_pickle)
     _log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {dtype}, outputs {args.outputs}) "
          f"in {time.perf_counter() - t0:.1f} s")
@@ -179,8 +182,35 @@ def _first_record_head(path, n: int) -> str:
     return next(iter(read_records(path))).sequence[:n]
 
 
+CHECKPOINT_HELP = ("checkpoint: a folder (ntengine, HF or JAX layout), a Hugging Face hub id ORG/NAME[@REVISION] "
+                   "or its models--ORG--NAME cache folder")
+
+
+def _add_checkpoint_args(p: argparse.ArgumentParser, adapter: bool = True) -> None:
+    """Which version of a hub checkpoint, and a PEFT adapter to merge into it."""
+    p.add_argument("--revision", help="hub branch, tag or commit of a hub id (default main)")
+    if adapter:
+        p.add_argument("--adapter", help="PEFT adapter (LoRA or IA3) folder or hub id, merged into the weights")
+
+
+def _resolve_checkpoints(args) -> None:
+    """Hub ids and cache folders -> local snapshot folders, once, before any command runs
+    (HF_HUB_OFFLINE and the cache apply; nothing from the hub is ever executed)."""
+    from ntengine.checkpoint import resolve_checkpoint
+
+    trust = getattr(args, "trust_pickle", False)
+    for name in ("checkpoint", "init"):
+        value = getattr(args, name, None)
+        if value and Path(value).suffix not in (".onnx", ".plan"):
+            setattr(args, name, str(resolve_checkpoint(value, revision=getattr(args, "revision", None),
+                                                       trust_pickle=trust)))
+    if getattr(args, "adapter", None):
+        args.adapter = str(resolve_checkpoint(args.adapter, trust_pickle=trust))
+
+
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
     """How a command compiles and runs its engine, and whether it shows progress."""
+    _add_checkpoint_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
@@ -192,6 +222,7 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
+    _add_checkpoint_args(p, adapter=False)
     p.add_argument("--seed", type=int, default=0, help="seed of the model init, data order and masks (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
@@ -217,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Windows over a FASTA file -> the model -> a resumable zarr store (mean-pooled "
                                    "window embeddings, optional per-token embeddings) and optional bigWig tracks. "
                                    "Rerun the same command to resume an interrupted job.")
-    p.add_argument("checkpoint", help="checkpoint folder (ntengine, HF or JAX layout), .onnx or .plan")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP + ", .onnx or .plan")
     p.add_argument("fasta", help="FASTA file (plain, gzip or bgzip; multi-record)")
     p.add_argument("-o", "--output", required=True, help="output .zarr store (resumed if it exists)")
     p.add_argument("--bigwig", metavar="DIR", help="also write logprob.bw and entropy.bw tracks into DIR")
@@ -245,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "masked-token log-likelihood ratio, the public recipes' logit difference and "
                                    "embedding distances between reference and alternative windows. Writes the VCF "
                                    "back with INFO fields, and a per-allele table.")
-    p.add_argument("checkpoint", help="checkpoint folder (ntengine, HF or JAX layout), .onnx or .plan")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP + ", .onnx or .plan")
     p.add_argument("--vcf", required=True, help="VCF, VCF.gz or BCF")
     p.add_argument("--fasta", required=True, help="reference FASTA the VCF was called against")
     p.add_argument("-o", "--output", required=True, help="output VCF (.vcf, .vcf.gz or .bcf)")
@@ -266,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fasta", help="training genome (FASTA, plain/gzip/bgzip)")
     p.add_argument("-o", "--output", required=True, help="run folder: step-N checkpoints, latest, log.jsonl")
     p.add_argument("--preset", default="v2-50m", help="shape of a new random model (default v2-50m)")
-    p.add_argument("--init", help="start from this checkpoint instead of a random model")
+    p.add_argument("--init", help="start from this checkpoint (folder or hub id) instead of a random model")
     p.add_argument("--layers", type=int, help="override the preset's number of layers")
     p.add_argument("--embed-dim", type=int, help="override the preset's width")
     p.add_argument("--heads", type=int, help="override the preset's attention heads")
@@ -287,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_mlm)
 
     p = train.add_parser("finetune", help="fine-tune a classification/regression head, full or IA3")
-    p.add_argument("checkpoint", help="checkpoint folder to start from")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP + " to start from")
     p.add_argument("--train", required=True, help="CSV/TSV (sequence,label) or FASTA with label= in headers")
     p.add_argument("--valid", help="validation set (default: a stratified 10%% of --train)")
     p.add_argument("--test", help="test set, scored once at the end through the written checkpoint")
@@ -302,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_finetune)
 
     p = train.add_parser("probe", help="logistic regression / MLP on frozen embeddings, 10-fold CV, MCC")
-    p.add_argument("checkpoint", help="checkpoint folder")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--train", required=True, help="CSV/TSV (sequence,label) or FASTA with label= in headers")
     p.add_argument("--test", help="test set, scored once by the classifier refitted on all of --train")
     p.add_argument("--layers", help="comma-separated 1-based layers (default: the last)")
@@ -316,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to ONNX or a TensorRT plan, validated against PyTorch",
                        description="Export to ONNX (dynamic batch and length; checked in onnxruntime) or to a "
                                    "TensorRT plan (built from that ONNX on this machine's GPU; checked on it).")
-    p.add_argument("checkpoint", help="checkpoint folder (ntengine, HF or JAX layout)")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx", help="artefact format (default onnx)")
     p.add_argument("-o", "--output", required=True, help="file to write, e.g. model.onnx or model.plan")
     precision = p.add_mutually_exclusive_group()
@@ -332,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validate", action="store_true",
                    help="skip the check against PyTorch on phiX174 windows")
     p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
+    _add_checkpoint_args(p)
     trt = p.add_argument_group("tensorrt")
     trt.add_argument("--min", help="smallest BATCHxTOKENS the plan takes (default 1x1)")
     trt.add_argument("--opt", help="BATCHxTOKENS TensorRT tunes kernels for (default 8x1000)")
@@ -351,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _resolve_checkpoints(args)
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         _log(f"ntengine {args.command}{' ' + args.mode if getattr(args, 'mode', None) else ''}: error: {err}")

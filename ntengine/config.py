@@ -38,6 +38,8 @@ class NTConfig:
         rotary_rescaling_factor: None, or the factor that enlarges the rotary base
             (see `rotary_base`).
         pad_id, mask_id, cls_id: special token ids (same for v1 and v2).
+        lm_head: the masked-LM head is present (False for encoders saved without it, such
+            as transformers' EsmModel or a fine-tuned EsmForSequenceClassification).
     """
 
     version: Literal["v1", "v2"]
@@ -57,6 +59,7 @@ class NTConfig:
     pad_id: int = 1
     mask_id: int = 2
     cls_id: int = 3
+    lm_head: bool = True
 
     def __post_init__(self):
         if self.version not in ("v1", "v2"):
@@ -105,9 +108,9 @@ class NTConfig:
             ffn = e * f + f + f * e + e
         block = attn + ffn + 2 * 2 * e
         embed = v * e + ((self.max_positions + 2) * e if not self.rotary else 0)
-        head = (e * e + e) + 2 * e + (e * v + v) + 2 * e  # dense, LN, decoder, final LN
+        head = (e * e + e) + 2 * e + (e * v + v) if self.lm_head else 0  # dense, LN, decoder
         before = 2 * e if self.emb_layer_norm_before else 0
-        return embed + before + n * block + head
+        return embed + before + n * block + 2 * e + head  # 2e: the final LayerNorm
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -135,6 +138,12 @@ def _v1(embed_dim, num_layers, num_heads, ffn_dim):
                     max_positions=1000, layer_norm_eps=1e-12, token_dropout=True)
 
 
+def _agro(embed_dim, num_layers, num_heads, ffn_dim):
+    # AgroNT is v1-shaped (learned positions, GELU) with a 1024-token context
+    # (max_position_embeddings 1026); eps and token dropout assumed as in the v1 configs.
+    return dataclasses.replace(_v1(embed_dim, num_layers, num_heads, ffn_dim), max_positions=1024)
+
+
 def _v2(embed_dim, num_layers, ffn_dim):
     # InstaDeep's HF configs: "rotary", max_position_embeddings 2050 (2048 tokens),
     # 16 heads, add_bias_fnn false, token_dropout false, layer_norm_eps 1e-12; the
@@ -157,6 +166,10 @@ def _v2(embed_dim, num_layers, ffn_dim):
 # - v2-50m / v2-100m / v2-250m / v2-500m: config.json (hidden 512/512/768/1024, layers
 #   12/22/24/29, intermediate 2048/2048/3072/4096); v2-500m also matches its
 #   jax_model/hyperparams.json (key_size 64, ffn_activation swish, use_glu_in_ffn).
+# - agront-1b: hidden 1500, 40 layers, 20 heads of 75 (an odd head size), 1024 tokens, the
+#   v1 vocabulary (4105 rows); ffn 5120 is inferred, not read: with it the parameter count
+#   (991,260,405) matches the published pytorch_model.bin (3,965,239,677 bytes, fp32) to
+#   within its pickle overhead, and 4096 or 6000 miss by over 10%.
 PRESETS: dict[str, NTConfig] = {
     "v1-500m-human-ref": _v1(1280, 24, 20, 5120),
     "v1-500m-1000g": _v1(1280, 24, 20, 5120),
@@ -166,4 +179,18 @@ PRESETS: dict[str, NTConfig] = {
     "v2-100m": _v2(512, 22, 2048),
     "v2-250m": _v2(768, 24, 3072),
     "v2-500m": _v2(1024, 29, 4096),
+    "agront-1b": _agro(1500, 40, 20, 5120),
+}
+
+# Where each preset is published (InstaDeep's repositories on the Hugging Face hub).
+HUB_IDS: dict[str, str] = {
+    "v1-500m-human-ref": "InstaDeepAI/nucleotide-transformer-500m-human-ref",
+    "v1-500m-1000g": "InstaDeepAI/nucleotide-transformer-500m-1000g",
+    "v1-2b5-1000g": "InstaDeepAI/nucleotide-transformer-2.5b-1000g",
+    "v1-2b5-multi-species": "InstaDeepAI/nucleotide-transformer-2.5b-multi-species",
+    "v2-50m": "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species",
+    "v2-100m": "InstaDeepAI/nucleotide-transformer-v2-100m-multi-species",
+    "v2-250m": "InstaDeepAI/nucleotide-transformer-v2-250m-multi-species",
+    "v2-500m": "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species",
+    "agront-1b": "InstaDeepAI/agro-nucleotide-transformer-1b",
 }

@@ -53,6 +53,10 @@ def fused_status(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
         return False, "the fused CPU kernels take float32 or bfloat16, not float16"
     if not ops.onednn_available():
         return False, "this torch build lacks oneDNN (mkldnn), which the fused CPU GEMMs use"
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # oneDNN has no bf16 GEMM below AVX-512 (issue 9): it would crash at the first forward.
+        return False, ("this CPU has no AVX-512, which oneDNN's bfloat16 GEMMs need: use dtype='float32' "
+                       "(or backend='torch', which runs bfloat16 slowly)")
     return True, "ok"
 
 
@@ -102,8 +106,10 @@ class Engine:
         self.tokenizer = Tokenizer(version=self.config.version, max_length=self.config.max_positions)
         self.batch_size = batch_size
         self.packed = packed
-        # (head config, linear head) of a fine-tuned checkpoint: see `predict`.
+        # (head config, head module) of a fine-tuned checkpoint: see `predict`.
         self.head = None
+        # What loading read and accepted unused (`ntengine.checkpoint.LoadReport`), if loaded here.
+        self.load_report = None
 
     @property
     def padding_fraction(self) -> float:
@@ -113,14 +119,15 @@ class Engine:
 
     def __repr__(self):
         c = self.config
-        return (f"Engine({c.version}, {c.num_layers} layers x {c.embed_dim}, "
-                f"{c.num_parameters / 1e6:.1f}M params, {self.device}, {self.dtype}, {self.backend})")
+        params = self.load_report.summary() if self.load_report else f"{c.num_parameters / 1e6:.1f}M parameters"
+        return (f"Engine({c.version}, {c.num_layers} layers x {c.embed_dim}, {params}, "
+                f"{self.device}, {self.dtype}, {self.backend})")
 
     # ------------------------------------------------------------------ forward
 
     @torch.inference_mode()
     def forward(self, ids, attention_mask=None, layers: Sequence[int] = (),
-                attention_maps: Sequence[tuple[int, int]] = (), logits: bool = True, cu_seqlens=None) -> dict:
+                attention_maps: Sequence[tuple[int, int]] = (), logits: bool | None = None, cu_seqlens=None) -> dict:
         """Run one batch: padded rows, or one packed row with `cu_seqlens`.
 
         Args:
@@ -128,7 +135,8 @@ class Engine:
                 holding several sequences end to end when `cu_seqlens` is given.
             attention_mask: [B, L], nonzero at real tokens; default ``ids != pad_id``.
             layers, attention_maps, logits, cu_seqlens: as `NTModel.forward` (layers
-                1-based, heads 0-based: the map returned is exactly the head asked for).
+                1-based, heads 0-based: the map returned is exactly the head asked for);
+                logits=None computes them when the model has an LM head.
 
         Returns:
             dict of float32 arrays named as the official code names them (``logits``,
@@ -136,6 +144,7 @@ class Engine:
             numpy if `ids` was numpy, torch tensors on the engine's device otherwise.
         """
         as_numpy = not isinstance(ids, torch.Tensor)
+        logits = self.config.lm_head if logits is None else logits
 
         def tensor(a):
             if a is None:
@@ -226,20 +235,32 @@ class Engine:
             return results
         return np.stack(results).astype(np.float32) if results else np.zeros((0, self.config.embed_dim), np.float32)
 
-    def predict(self, seqs: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """Apply a fine-tuned head (`ntengine train finetune`) to DNA sequences.
+    def predict(self, seqs: Sequence[str], batch_size: int | None = None):
+        """Apply a fine-tuned head to DNA sequences: one written by `ntengine train finetune`,
+        transformers' EsmForSequenceClassification / EsmForTokenClassification head, or one
+        saved with a PEFT adapter.
 
-        Returns float32 class probabilities [N, C] (classification; column order =
-        ``engine.head[0]["labels"]``) or predicted values [N, K] (regression).
+        Returns float32 class probabilities [N, C] (classification: softmax, column order =
+        ``engine.head[0]["labels"]``; multi-label: sigmoid) or values [N, K] (regression);
+        for a token-level head, one [T_i, C] array per sequence, rows as ``tokenizer.encode``.
         """
         if self.head is None:
             raise ValueError("this engine has no fine-tuned head: compile a checkpoint written by "
-                             "`ntengine train finetune` (it holds head.json and head.safetensors)")
+                             "`ntengine train finetune`, a transformers Esm*Classification checkpoint, "
+                             "or a PEFT adapter saved with its classifier")
         config, head = self.head
+
+        def apply(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                out = head(torch.from_numpy(x))
+            if config["task"] == "classification":
+                out = out.softmax(-1)
+            elif config["task"] == "multi_label":
+                out = out.sigmoid()
+            return out.numpy()
+
         pooled = self.embed(seqs, layer=config["layer"], pooling=config["pooling"], batch_size=batch_size)
-        with torch.no_grad():
-            out = head(torch.from_numpy(pooled))
-        return (out.softmax(-1) if config["task"] == "classification" else out).numpy()
+        return [apply(rows) for rows in pooled] if config["pooling"] == "none" else apply(pooled)
 
     def logits(self, seqs: Sequence[str], batch_size: int | None = None) -> list[np.ndarray]:
         """LM-head logits, one float32 [T_i, V] array per sequence (row 0 is `<cls>`)."""
@@ -251,11 +272,14 @@ class Engine:
 
 def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
             trust_pickle: bool = False, layout: str | None = None, batch_size: int = 8,
-            packed: bool = False) -> Engine:
+            packed: bool = False, revision: str | None = None, adapter=None) -> Engine:
     """Turn a checkpoint into an `Engine`.
 
     Args:
-        checkpoint: folder in ntengine's, InstaDeep's HF or the official JAX layout; or an
+        checkpoint: folder in ntengine's, InstaDeep's HF or the official JAX layout; a hub id
+            such as "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species" (resolved
+            through huggingface_hub and its cache; HF_HUB_OFFLINE is honoured; no hub code
+            is ever run) or its ``models--...`` cache folder; a PEFT adapter folder; or an
             ``.onnx`` file from `ntengine.export.to_onnx` (runs in ONNX Runtime on the CPU) or
             a ``.plan`` from `ntengine.export.to_tensorrt` (runs in TensorRT on `device`, "cuda"
             when left at "cpu"); an artefact's dtype and outputs are its own, `dtype` is ignored.
@@ -273,29 +297,42 @@ def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
         batch_size: default sequences per forward pass in `embed`/`logits`.
         packed: `embed`/`logits` lay each batch's sequences end to end in one row
             (variable-length attention, no padding computed) instead of padding them.
+        revision: hub branch, tag or commit of a hub id.
+        adapter: a PEFT adapter (LoRA or IA3: folder or hub id) to merge into the weights at
+            load, so every backend runs the adapted model at no extra cost.
+
+    The engine's ``load_report`` lists what was read and what was accepted unused.
     """
     suffix = Path(str(checkpoint)).suffix
     artefact = {".onnx": "onnxruntime", ".plan": "tensorrt"}.get(suffix)
     if artefact or backend in ARTEFACT_BACKENDS:
         if artefact and backend not in ("auto", artefact):
             raise ValueError(f"a {suffix} file runs on backend {artefact!r}, not {backend!r}")
+        if artefact and (adapter is not None or revision is not None):
+            raise ValueError(f"a {suffix} file holds its weights already: adapter/revision apply to checkpoints "
+                             "(export the adapted model instead)")
         artefact_file, artefact = artefact is not None, artefact or backend
         if artefact == "onnxruntime":
             from ntengine.backends.ort_backend import OrtModel, cached_export
 
-            model = OrtModel(checkpoint if artefact_file else cached_export(checkpoint, dtype, trust_pickle))
+            model = OrtModel(checkpoint if artefact_file else
+                             cached_export(checkpoint, dtype, trust_pickle, revision=revision, adapter=adapter))
         else:
             from ntengine.backends.trt_backend import TrtModel, cached_build
 
             device = "cuda" if device == "cpu" else device
-            model = TrtModel(checkpoint if artefact_file else cached_build(checkpoint, dtype, trust_pickle), device)
-        return Engine(model, batch_size=batch_size, packed=packed)
-    config, state = load_checkpoint(checkpoint, trust_pickle=trust_pickle, layout=layout)
+            model = TrtModel(checkpoint if artefact_file else
+                             cached_build(checkpoint, dtype, trust_pickle, revision=revision, adapter=adapter), device)
+        engine = Engine(model, batch_size=batch_size, packed=packed)
+        if not artefact_file:  # the task head and the report live beside the weights, not in the artefact
+            ckpt = load_checkpoint(checkpoint, trust_pickle=trust_pickle, layout=layout, revision=revision,
+                                   adapter=adapter)
+            engine.head, engine.load_report = ckpt.head, ckpt.report
+        return engine
+    ckpt = load_checkpoint(checkpoint, trust_pickle=trust_pickle, layout=layout, revision=revision, adapter=adapter)
     with torch.device("meta"):
-        model = NTModel(config)
-    model.load_state_dict(state, strict=True, assign=True)
+        model = NTModel(ckpt.config)
+    model.load_state_dict(ckpt.state, strict=True, assign=True)
     engine = Engine(model, device=device, dtype=dtype, backend=backend, batch_size=batch_size, packed=packed)
-    from ntengine.train.heads import load_head
-
-    engine.head = load_head(checkpoint)
+    engine.head, engine.load_report = ckpt.head, ckpt.report
     return engine

@@ -197,7 +197,7 @@ class NTModel(nn.Module):
             self.emb_layer_norm_before = nn.LayerNorm(e, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(e, eps=config.layer_norm_eps)
-        self.lm_head = LMHead(config)
+        self.lm_head = LMHead(config) if config.lm_head else None
         # Training: recompute each block's activations in the backward pass (memory for time).
         self.gradient_checkpointing = False
 
@@ -258,6 +258,9 @@ class NTModel(nn.Module):
         """
         cfg = self.config
         _, length = input_ids.shape
+        if logits and self.lm_head is None:
+            raise ValueError("this model has no LM head (saved without one, e.g. a fine-tuned classifier): "
+                             "ask for embeddings only (logits=False)")
         if cu_seqlens is not None:
             if input_ids.shape[0] != 1 or attention_maps:
                 raise ValueError("packed batches take one row of ids and return no attention maps")

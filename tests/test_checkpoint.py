@@ -15,6 +15,11 @@ from ntengine.config import PRESETS, NTConfig
 from tolerances import FP32, rel_err
 
 
+def _load(*args, **kwargs):
+    ckpt = load_checkpoint(*args, **kwargs)
+    return ckpt.config, ckpt.state
+
+
 def _tensors_equal(a, b):
     assert a.keys() == b.keys()
     for k in a:
@@ -23,8 +28,8 @@ def _tensors_equal(a, b):
 
 @pytest.mark.parametrize("model", ["v1_tiny", "v2_tiny"])
 def test_hf_and_jax_layouts_hold_the_same_weights(fixtures_dir, model):
-    cfg_hf, sd_hf = load_checkpoint(fixtures_dir / model, layout="hf")
-    cfg_jax, sd_jax = load_checkpoint(fixtures_dir / model / "jax_model", trust_pickle=True)
+    cfg_hf, sd_hf = _load(fixtures_dir / model, layout="hf")
+    cfg_jax, sd_jax = _load(fixtures_dir / model / "jax_model", trust_pickle=True)
     assert cfg_hf == cfg_jax
     _tensors_equal(sd_hf, sd_jax)
 
@@ -32,21 +37,24 @@ def test_hf_and_jax_layouts_hold_the_same_weights(fixtures_dir, model):
 @pytest.mark.parametrize("model", ["v1_tiny", "v2_tiny"])
 @pytest.mark.parametrize("layout", ["ntengine", "hf"])
 def test_write_then_read_round_trip(fixtures_dir, tmp_path, model, layout):
-    cfg, sd = load_checkpoint(fixtures_dir / model)
+    cfg, sd = _load(fixtures_dir / model)
     save_checkpoint(tmp_path / "out", cfg, sd, layout=layout)
     assert detect_layout(tmp_path / "out") == layout
-    cfg2, sd2 = load_checkpoint(tmp_path / "out")
+    cfg2, sd2 = _load(tmp_path / "out")
     assert cfg2 == cfg
     _tensors_equal(sd, sd2)
 
 
 def test_written_hf_layout_uses_instadeep_names(fixtures_dir, tmp_path):
-    cfg, sd = load_checkpoint(fixtures_dir / "v2_tiny")
+    cfg, sd = _load(fixtures_dir / "v2_tiny")
     save_checkpoint(tmp_path, cfg, sd, layout="hf")
     ours = load_file(str(tmp_path / "model.safetensors"))
     theirs = load_file(str(fixtures_dir / "v2_tiny" / "model.safetensors"))
-    # The fixture also stores the derivable rotary inv_freq buffers; we do not write them.
-    assert set(theirs) - set(ours) == {k for k in theirs if k.endswith("inv_freq")}
+    # The fixture also stores the derivable rotary inv_freq buffers and, as InstaDeep's v2 files
+    # do, a position table and a contact head that v2 never reads; we write none of them.
+    unused = {"esm.embeddings.position_embeddings.weight", "esm.contact_head.regression.weight",
+              "esm.contact_head.regression.bias"}
+    assert set(theirs) - set(ours) == {k for k in theirs if k.endswith("inv_freq")} | unused
     hf_cfg = json.loads((tmp_path / "config.json").read_text())
     for key in ("hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
                 "position_embedding_type", "add_bias_fnn", "vocab_size", "layer_norm_eps"):
@@ -65,12 +73,14 @@ def test_every_bad_tensor_is_listed_in_one_error(fixtures_dir, tmp_path):
     del tensors["esm.encoder.layer.1.attention.self.key.bias"]  # missing
     tensors["esm.encoder.layer.0.extra.weight"] = torch.zeros(3)  # unexpected
     tensors["lm_head.dense.weight"] = torch.zeros(5, 5)  # misshaped
-    tensors["esm.contact_head.regression.weight"] = torch.zeros(1, 4)  # known and ignored
+    tensors["esm.contact_head.regression.weight"] = torch.zeros(1, 8)  # known (2 layers x 4 heads), ignored
+    tensors["esm.embeddings.position_embeddings.weight"] = torch.zeros(2048, 32)  # known, but misshaped
     save_file(tensors, str(folder / "model.safetensors"))
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(folder)
     msg = str(err.value)
-    assert "3 problem(s)" in msg
+    assert "4 problem(s)" in msg
+    assert "wrong shape for esm.embeddings.position_embeddings.weight: [2048, 32], expected [2050, 32]" in msg
     assert "missing esm.encoder.layer.1.attention.self.key.bias" in msg
     assert "unexpected esm.encoder.layer.0.extra.weight" in msg
     assert "wrong shape for lm_head.dense.weight: [5, 5], expected [32, 32]" in msg
@@ -94,7 +104,7 @@ def test_rescaling_factor_changes_the_rotary_base(fixtures_dir, tmp_path):
     (folder / "config.json").write_text(json.dumps(hf_cfg))
     with pytest.raises(CheckpointError, match="inv_freq disagrees"):
         load_checkpoint(folder)
-    cfg = NTConfig.from_dict({**load_checkpoint(fixtures_dir / "v2_tiny")[0].to_dict(),
+    cfg = NTConfig.from_dict({**load_checkpoint(fixtures_dir / "v2_tiny").config.to_dict(),
                               "rotary_rescaling_factor": 2.44140625})
     d = cfg.head_dim
     assert cfg.rotary_base == pytest.approx(10000 * 2.44140625 ** (d / (d - 2)))
@@ -108,8 +118,8 @@ def test_pickle_needs_trust(fixtures_dir, tmp_path):
     (folder / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="pickle-based"):
         ntengine.compile(folder)
-    cfg, sd = load_checkpoint(folder, trust_pickle=True)
-    _tensors_equal(sd, load_checkpoint(fixtures_dir / "v1_tiny")[1])
+    cfg, sd = _load(folder, trust_pickle=True)
+    _tensors_equal(sd, load_checkpoint(fixtures_dir / "v1_tiny").state)
 
 
 def test_sharded_safetensors(fixtures_dir, tmp_path):
@@ -123,7 +133,7 @@ def test_sharded_safetensors(fixtures_dir, tmp_path):
         save_file({k: tensors[k] for k in part}, str(folder / name))
         weight_map.update({k: name for k in part})
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    _tensors_equal(load_checkpoint(folder)[1], load_checkpoint(fixtures_dir / "v1_tiny")[1])
+    _tensors_equal(load_checkpoint(folder).state, load_checkpoint(fixtures_dir / "v1_tiny").state)
 
 
 def test_not_a_checkpoint(tmp_path):
@@ -154,14 +164,14 @@ def test_published_sizes():
 def test_init_writes_a_loadable_v2_50m(tmp_path):
     init_checkpoint("v2-50m", tmp_path / "a", seed=3)
     init_checkpoint("v2-50m", tmp_path / "b", seed=3)
-    cfg, sd = load_checkpoint(tmp_path / "a")
+    cfg, sd = _load(tmp_path / "a")
     assert cfg == PRESETS["v2-50m"]
     assert sum(t.numel() for t in sd.values()) == cfg.num_parameters
-    _tensors_equal(sd, load_checkpoint(tmp_path / "b")[1])  # seeded: reproducible
+    _tensors_equal(sd, load_checkpoint(tmp_path / "b").state)  # seeded: reproducible
 
 
 def test_hf_and_ntengine_layouts_compute_the_same(fixtures_dir, tmp_path):
-    cfg, sd = load_checkpoint(fixtures_dir / "v1_tiny")
+    cfg, sd = _load(fixtures_dir / "v1_tiny")
     save_checkpoint(tmp_path, cfg, sd, layout="ntengine")
     ids = np.load(fixtures_dir / "v1_tiny" / "golden.npz")["tokens"]
     a = ntengine.compile(fixtures_dir / "v1_tiny").forward(ids)["logits"]
@@ -181,6 +191,34 @@ def test_optional_modules_round_trip(tmp_path, version):
     assert "emb_layer_norm_before.weight" in sd
     for layout in ("hf", "ntengine"):
         save_checkpoint(tmp_path / layout, cfg, sd, layout=layout)
-        cfg2, sd2 = load_checkpoint(tmp_path / layout)
+        cfg2, sd2 = _load(tmp_path / layout)
         assert cfg2 == cfg
         _tensors_equal(sd, sd2)
+
+
+def test_v2_file_as_published_loads_and_reports_what_it_never_reads(fixtures_dir):
+    engine = ntengine.compile(fixtures_dir / "v2_tiny")
+    report = engine.load_report
+    assert {u.split()[0] for u in report.unused} == {"esm.embeddings.position_embeddings.weight",
+                                                     "esm.contact_head.regression.weight",
+                                                     "esm.contact_head.regression.bias"}
+    assert report.unused_parameters == 2050 * 32 + 2 * 4 + 1
+    assert report.used_parameters == engine.config.num_parameters  # the count formula agrees with the file
+    assert report.stored_dtypes == {"float32": len(load_file(str(fixtures_dir / "v2_tiny" / "model.safetensors")))}
+    assert "0.07M never read (esm.embeddings.position_embeddings.weight [2050, 32]" in repr(engine)
+
+
+@pytest.mark.parametrize("preset,published", [("v2-50m", 55.9), ("v2-100m", 97.9)])
+def test_published_v2_counts_are_ours_plus_the_unused_position_table(preset, published):
+    cfg = PRESETS[preset]
+    assert round((cfg.num_parameters + (cfg.max_positions + 2) * cfg.embed_dim) / 1e6, 1) == published
+
+
+def test_every_published_model_is_a_preset_with_its_hub_id():
+    from ntengine.config import HUB_IDS
+
+    assert set(HUB_IDS) == set(PRESETS)
+    agro = PRESETS["agront-1b"]
+    assert (agro.version, agro.embed_dim, agro.num_layers, agro.num_heads, agro.head_dim) == ("v1", 1500, 40, 20, 75)
+    # 4 bytes per fp32 parameter: the published pytorch_model.bin is 3,965,239,677 bytes with its pickle framing.
+    assert 0 < 3_965_239_677 - 4 * agro.num_parameters < 300_000

@@ -10,8 +10,10 @@ NT-v2-50M shape with real genome windows. The kernels are always built by
 
 import numpy as np
 import pytest
+import torch
 
 import ntengine
+from ntengine.engine import DTYPES, fused_status
 from ntengine.cli import init_checkpoint
 from tolerances import FIXTURE, FP32, rel_err
 
@@ -50,6 +52,11 @@ def v2_50m(tmp_path_factory):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_fused_matches_reference_at_v2_50m_shape(v2_50m, ecoli, dtype):
+    ok, why = fused_status(torch.device("cpu"), DTYPES[dtype])
+    if not ok:
+        with pytest.raises(RuntimeError, match="no AVX-512"):
+            ntengine.compile(v2_50m, backend="fused", dtype=dtype)
+        pytest.skip(f"fused {dtype} refused here, as it must be: {why}")
     seqs = [ecoli[:6000], ecoli[6000:6500], ecoli[7000:7007] + "NNNN" + ecoli[8000:9000]]
     ref32 = ntengine.compile(v2_50m, backend="torch")
     fused = ntengine.compile(v2_50m, backend="fused", dtype=dtype)
@@ -127,3 +134,46 @@ def test_compile_and_export_see_one_op_each(fixtures_dir):
     for op in ("qkv_rope", "attention", "swiglu", "add_layernorm"):
         assert f"ntengine.{op}.default" in targets
     assert rel_err(exported, eager) <= FP32
+
+
+# AgroNT-1B (InstaDeepAI/agro-nucleotide-transformer-1b) is a v1 model (learned positions,
+# GELU FFN, no rotary) with 20 heads of size 75: odd. A tiny random v1 model with the same
+# head size (E = 150, H = 2) runs every fused kernel at D = 75.
+@pytest.fixture(scope="module")
+def v1_head75(tmp_path_factory):
+    from ntengine.checkpoint import save_checkpoint
+    from ntengine.config import NTConfig
+    from ntengine.model import NTModel, init_random_weights
+
+    cfg = NTConfig("v1", 4105, 150, 2, 2, 64, max_positions=128, token_dropout=True)
+    assert cfg.head_dim == 75 and not cfg.rotary
+    model = init_random_weights(NTModel(cfg), seed=75)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "v1-head75", cfg, model.state_dict())
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_fused_matches_reference_at_head_size_75(v1_head75, ecoli, packed):
+    # 762 bp = 127 6-mers + <cls>: the full 128-token context; 6 bp: <cls> + one token; Ns.
+    seqs = [ecoli[:762], ecoli[1000:1006], ecoli[2000:2030] + "NN" + ecoli[3000:3100], ecoli[5000:5300]]
+    ref = ntengine.compile(v1_head75, backend="torch")
+    fused = ntengine.compile(v1_head75, backend="fused", packed=packed)
+    assert fused.backend == "fused" and fused.config.head_dim == 75
+    for a, b in zip(ref.embed(seqs, pooling="none"), fused.embed(seqs, pooling="none")):
+        assert rel_err(b, a) <= FP32
+    for a, b in zip(ref.logits(seqs), fused.logits(seqs)):
+        assert rel_err(b, a) <= FP32
+    assert (fused.padding_fraction == 0) == packed
+
+
+def test_fused_forward_at_head_size_75(v1_head75, ecoli):
+    """One padded batch through Engine.forward: every layer, logits and attention maps."""
+    ref = ntengine.compile(v1_head75, backend="torch")
+    fused = ntengine.compile(v1_head75, backend="fused")
+    enc = ref.tokenizer.batch_encode([ecoli[:762], ecoli[800:806], ecoli[900:1200]])
+    args = dict(layers=(1, 2), attention_maps=[(1, 0), (2, 1)])
+    a = ref.forward(enc.ids, enc.attention_mask, **args)
+    b = fused.forward(enc.ids, enc.attention_mask, **args)
+    real = enc.attention_mask.astype(bool)
+    assert a.keys() == b.keys() and "attention_map_layer_2_number_1" in a
+    for key in a:
+        assert rel_err(b[key][real], a[key][real]) <= FP32, key

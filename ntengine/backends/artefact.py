@@ -79,19 +79,26 @@ class ArtefactModel:
 
 
 def all_outputs(config: NTConfig) -> list[str]:
-    """Every output an engine may ask for: embeddings, logits, embeddings_1..N-1."""
-    return ["embeddings", "logits"] + [f"embeddings_{i}" for i in range(1, config.num_layers)]
+    """Every output an engine may ask for: embeddings, logits (with an LM head), embeddings_1..N-1."""
+    return ["embeddings"] + (["logits"] if config.lm_head else []) + [f"embeddings_{i}"
+                                                                      for i in range(1, config.num_layers)]
 
 
-def cache_path(checkpoint, kind: str, tag: str, suffix: str, cache_dir=None) -> Path:
-    """Where an artefact built from `checkpoint` is cached: ``$NTENGINE_CACHE`` (or
-    ``~/.cache/ntengine``) / kind / name-tag-hash.suffix. The hash covers the checkpoint's
-    resolved path, its files' sizes and mtimes, and `tag` (dtype, shapes...)."""
+def cache_path(checkpoint, kind: str, tag: str, suffix: str, cache_dir=None, revision=None, adapter=None,
+               trust_pickle: bool = False) -> Path:
+    """Where an artefact built from `checkpoint` (+ `adapter`) is cached: ``$NTENGINE_CACHE``
+    (or ``~/.cache/ntengine``) / kind / name-tag-hash.suffix. The hash covers the resolved
+    folders (hub ids resolve to their snapshot), their files' sizes and mtimes, and `tag`."""
+    from ntengine.checkpoint import resolve_checkpoint
+
     root = Path(cache_dir or os.environ.get("NTENGINE_CACHE") or Path.home() / ".cache" / "ntengine") / kind
-    src = Path(checkpoint).resolve()
-    h = hashlib.sha256(f"{src}|{tag}".encode())
-    for f in sorted(src.rglob("*")) if src.is_dir() else [src]:
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.relative_to(src) if src.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return root / f"{src.name}-{tag}-{h.hexdigest()[:16]}{suffix}"
+    sources = [resolve_checkpoint(checkpoint, revision=revision, trust_pickle=trust_pickle).resolve()]
+    if adapter is not None:
+        sources.append(resolve_checkpoint(adapter, trust_pickle=trust_pickle).resolve())
+    h = hashlib.sha256(f"{'|'.join(map(str, sources))}|{tag}".encode())
+    for src in sources:
+        for f in sorted(src.rglob("*")) if src.is_dir() else [src]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(src) if src.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return root / f"{sources[0].name}-{tag}-{h.hexdigest()[:16]}{suffix}"

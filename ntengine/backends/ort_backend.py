@@ -63,14 +63,15 @@ class OrtModel(ArtefactModel):
         return {k: torch.from_numpy(v) for k, v in res.items()}
 
 
-def cached_export(checkpoint, dtype: str = "float32", trust_pickle: bool = False, cache_dir=None) -> Path:
-    """Export `checkpoint` with every output (embeddings, logits, embeddings_1..N) once
-    into the cache (see `cache_path`) and return the file."""
-    from ntengine.checkpoint import load_checkpoint
+def cached_export(checkpoint, dtype: str = "float32", trust_pickle: bool = False, cache_dir=None,
+                  revision=None, adapter=None) -> Path:
+    """Export `checkpoint` (with `adapter` merged) with every output (embeddings, logits,
+    embeddings_1..N) once into the cache (see `cache_path`) and return the file."""
     from ntengine.export import to_onnx
+    from ntengine.export.onnx import load_model
 
-    path = cache_path(checkpoint, "onnx", dtype, ".onnx", cache_dir)
+    path = cache_path(checkpoint, "onnx", dtype, ".onnx", cache_dir, revision, adapter, trust_pickle)
     if not path.is_file():
-        config, _ = load_checkpoint(checkpoint, trust_pickle=trust_pickle)
-        to_onnx(checkpoint, path, dtype=dtype, outputs=all_outputs(config), trust_pickle=trust_pickle)
+        model = load_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
+        to_onnx(model, path, dtype=dtype, outputs=all_outputs(model.config))
     return path

@@ -68,19 +68,21 @@ class TrtModel(ArtefactModel):
         return {k: out[k] for k in names}
 
 
-def cached_build(checkpoint, dtype: str = "float16", trust_pickle: bool = False, cache_dir=None) -> Path:
-    """Build `checkpoint` into a plan with every output and the default profile once per
-    TensorRT version and GPU model, in the cache (see `cache_path`), and return it."""
-    from ntengine.checkpoint import load_checkpoint
+def cached_build(checkpoint, dtype: str = "float16", trust_pickle: bool = False, cache_dir=None,
+                 revision=None, adapter=None) -> Path:
+    """Build `checkpoint` (with `adapter` merged) into a plan with every output and the default
+    profile once per TensorRT version and GPU model, in the cache (see `cache_path`), and return it."""
+    from ntengine.export.onnx import load_model
     from ntengine.export.tensorrt import to_tensorrt
 
     trt = require_tensorrt()
     gpu = torch.cuda.get_device_name().replace(" ", "_")
-    path = cache_path(checkpoint, "tensorrt", f"{dtype}-trt{trt.__version__}-{gpu}", ".plan", cache_dir)
+    path = cache_path(checkpoint, "tensorrt", f"{dtype}-trt{trt.__version__}-{gpu}", ".plan", cache_dir,
+                      revision, adapter, trust_pickle)
     if not (path.is_file() and sidecar(path).is_file()):
-        config, _ = load_checkpoint(checkpoint, trust_pickle=trust_pickle)
+        model = load_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
         try:
-            to_tensorrt(checkpoint, path, dtype=dtype, outputs=all_outputs(config), trust_pickle=trust_pickle,
+            to_tensorrt(model, path, dtype=dtype, outputs=all_outputs(model.config),
                         timing_cache=path.parent / "timing.cache")
         except BaseException:  # never leave a plan that failed validation in the cache
             path.unlink(missing_ok=True)

@@ -5,29 +5,40 @@ Layouts (detected from the folder's contents, or chosen with ``layout=``):
 * ``"ntengine"``: ``config.json`` with ``"ntengine_format"`` + ``model.safetensors``
   under our own parameter names. What we write by default.
 * ``"hf"``: InstaDeep's Hugging Face layout: ``config.json`` (``model_type: esm``) +
-  ``model.safetensors`` | ``pytorch_model.bin`` | a sharded ``*.index.json``.
+  ``model.safetensors`` | ``pytorch_model.bin`` | a sharded ``*.index.json``; also as
+  transformers writes it (gamma/beta LayerNorm names, tied decoder, EsmModel without
+  the ``esm.`` prefix, Esm{Sequence,Token}Classification heads).
 * ``"jax"``: the official layout: ``jax_model/hyperparams.json`` +
   ``jax_model/pytree_ckpt.joblib`` (Haiku params, linear weights stored [in, out]).
 
 Every load is strict: one error lists every missing, unexpected or misshaped tensor.
-Pickle-based files (.bin, .joblib) load only with ``trust_pickle=True``.
+Tensors known to be unused (v2's learned-position table, ESM's contact head, the
+EsmModel pooler, ``position_ids``) are shape-checked and listed in the load report.
+Pickle-based files (.bin, .joblib) load only with ``trust_pickle=True``. Hub ids
+resolve through huggingface_hub; no hub code is ever run (no ``trust_remote_code``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 
-from ntengine.checkpoint.common import CheckpointError, match_strict
+from ntengine.checkpoint.common import Checkpoint, CheckpointError, LoadReport, match_strict
 from ntengine.checkpoint.hf import config_to_hf, load_hf
+from ntengine.checkpoint.hub import resolve_checkpoint
 from ntengine.checkpoint.jax import load_jax
 from ntengine.checkpoint.names import WEIGHT_NAMES, expected_shapes, external_names
+from ntengine.checkpoint.peft import ADAPTER_CONFIG, is_adapter, merge_adapter
 from ntengine.config import NTConfig
+from ntengine.train.heads import load_head
 
-__all__ = ["CheckpointError", "WEIGHT_NAMES", "detect_layout", "external_names", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = ["Checkpoint", "CheckpointError", "LoadReport", "WEIGHT_NAMES", "detect_layout", "external_names",
+           "load_checkpoint", "resolve_checkpoint", "save_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -52,7 +63,7 @@ def detect_layout(path: Path) -> str:
     )
 
 
-def _load_ntengine(folder: Path):
+def _load_ntengine(folder: Path) -> Checkpoint:
     from safetensors.torch import load_file
 
     meta = json.loads((folder / "config.json").read_text())
@@ -65,35 +76,62 @@ def _load_ntengine(folder: Path):
     shapes = expected_shapes(config)
     unplaced = {k: k for k in tensors if k not in shapes}
     found = {k: v for k, v in tensors.items() if k in shapes}
-    return config, match_strict(config, found, unplaced, lambda n: n, [])
+    state = match_strict(config, found, unplaced, lambda n: n, [])
+    report = LoadReport(source=str(folder), folder=str(folder), layout="ntengine", files=["model.safetensors"])
+    report.count(state, tensors)
+    return Checkpoint(config, state, report)
 
 
-def load_checkpoint(path, trust_pickle: bool = False, layout: str | None = None):
-    """Load a checkpoint folder.
+def load_checkpoint(path, trust_pickle: bool = False, layout: str | None = None, revision: str | None = None,
+                    adapter=None) -> Checkpoint:
+    """Load a checkpoint: a local folder, a Hugging Face hub id or a hub cache folder.
 
     Args:
-        path: checkpoint folder (or a file inside it).
-        trust_pickle: allow pickle-based files (pytorch_model.bin, pytree_ckpt.joblib).
+        path: checkpoint folder (or a file inside it); a hub id ``ORG/NAME[@REVISION]``
+            (resolved through huggingface_hub: its cache, HF_HOME and HF_HUB_OFFLINE apply);
+            a hub cache folder ``models--ORG--NAME``; or a PEFT adapter folder, whose
+            ``base_model_name_or_path`` is then loaded and the adapter merged.
+        trust_pickle: allow pickle-based files (pytorch_model.bin, pytree_ckpt.joblib,
+            adapter_model.bin).
         layout: "ntengine" | "hf" | "jax"; detected when None. A folder from InstaDeep's
             hub holds both the HF and the JAX layout: the HF one is detected first.
+        revision: hub branch, tag or commit (hub ids and cache folders only).
+        adapter: a PEFT adapter (LoRA or IA3) folder or hub id, merged into the weights.
 
     Returns:
-        (NTConfig, state dict under our parameter names, float32 or as stored).
+        a `Checkpoint`: config, state dict under our names (as stored: float32, float16 or
+        bfloat16), the load report (files read, stored dtypes, tensors accepted unused)
+        and the task head of a fine-tuned model, if any.
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or folder")
-    folder = path if path.is_dir() else path.parent
+    folder = resolve_checkpoint(path, revision=revision, trust_pickle=trust_pickle)
+    if folder.is_file():
+        folder = folder.parent
+    if is_adapter(folder) and not (folder / "config.json").is_file():
+        if adapter is not None:
+            raise CheckpointError(f"{path} is itself a PEFT adapter: pass its base model as the checkpoint")
+        adapter_config = json.loads((folder / ADAPTER_CONFIG).read_text())
+        base = adapter_config.get("base_model_name_or_path")
+        if not base:
+            raise CheckpointError(f"{path} is a PEFT adapter without base_model_name_or_path: pass the base "
+                                  "checkpoint and adapter=PATH")
+        return load_checkpoint(base, trust_pickle, layout, revision=adapter_config.get("revision"), adapter=folder)
     if folder.name == "jax_model" and layout in (None, "jax"):
         folder, layout = folder.parent, "jax"
     layout = layout or detect_layout(folder)
     if layout == "hf":
-        return load_hf(folder, trust_pickle)
-    if layout == "jax":
-        return load_jax(folder, trust_pickle)
-    if layout == "ntengine":
-        return _load_ntengine(folder)
-    raise ValueError(f"layout must be 'ntengine', 'hf' or 'jax', got {layout!r}")
+        ckpt = load_hf(folder, trust_pickle)
+    elif layout == "jax":
+        ckpt = load_jax(folder, trust_pickle)
+    elif layout == "ntengine":
+        ckpt = _load_ntengine(folder)
+    else:
+        raise ValueError(f"layout must be 'ntengine', 'hf' or 'jax', got {layout!r}")
+    ckpt.report.source = str(path)
+    ckpt.head = ckpt.head or load_head(folder)
+    if adapter is not None:
+        merge_adapter(ckpt, resolve_checkpoint(adapter, trust_pickle=trust_pickle), trust_pickle)
+    log.debug("loaded %s: %s%s", path, ckpt.report.summary(), "".join(f"; {n}" for n in ckpt.report.notes))
+    return ckpt
 
 
 def save_checkpoint(path, config: NTConfig, state_dict: dict[str, torch.Tensor], layout: str = "ntengine") -> Path:

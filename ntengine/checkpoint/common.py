@@ -1,9 +1,11 @@
-"""What every layout shares: the error type, the pickle guard and the strict match."""
+"""What every layout shares: the error type, the pickle guard, the load report and the strict match."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -22,6 +24,68 @@ def refuse_pickle(path: Path, trust_pickle: bool) -> None:
             "Pass trust_pickle=True (CLI: --trust-pickle) only if you trust its source, "
             "or convert it to safetensors."
         )
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a load read, and everything it accepted without using it.
+
+    Attributes:
+        source: what the caller passed (a folder, a hub id).
+        folder: the local folder read.
+        layout: "ntengine" | "hf" | "jax".
+        files: the weight files read.
+        stored_dtypes: dtype name -> number of tensors stored in it.
+        used_parameters: elements of the tensors the model runs.
+        unused: "name [shape]: why" for each tensor read and accepted but never used.
+        unused_parameters: their elements.
+        notes: renamings, tying, adapters merged, heads found.
+    """
+
+    source: str
+    folder: str
+    layout: str
+    files: list[str] = dataclasses.field(default_factory=list)
+    stored_dtypes: dict[str, int] = dataclasses.field(default_factory=dict)
+    used_parameters: int = 0
+    unused: list[str] = dataclasses.field(default_factory=list)
+    unused_parameters: int = 0
+    notes: list[str] = dataclasses.field(default_factory=list)
+    _sizes: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
+
+    def count(self, state: dict[str, torch.Tensor], stored: dict[str, torch.Tensor]) -> None:
+        """Record the parameter count and the stored dtypes of what was loaded."""
+        self.used_parameters = sum(t.numel() for t in state.values())
+        self.stored_dtypes = dict(Counter(str(t.dtype).removeprefix("torch.") for t in stored.values()))
+
+    def ignore(self, key: str, tensor: torch.Tensor, why: str) -> None:
+        self.unused.append(f"{key} {list(tensor.shape)}: {why}")
+        self.unused_parameters += tensor.numel()
+        self._sizes[self.unused[-1]] = tensor.numel()
+
+    def summary(self) -> str:
+        """One line: "54.9M parameters used (float32); the file also holds 1.05M unused (...)"."""
+        dtypes = ", ".join(sorted(self.stored_dtypes)) or "no tensors"
+        line = f"{self.used_parameters / 1e6:.1f}M parameters used (stored as {dtypes})"
+        if self.unused:
+            largest_first = sorted(self.unused, key=lambda u: -self._sizes.get(u, 0))
+            what = "; ".join(u.split(":")[0] for u in largest_first)
+            line += f"; the file also holds {self.unused_parameters / 1e6:.2f}M never read ({what})"
+        return line
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A loaded checkpoint: config, state dict under our names, report, optional task head.
+
+    `head` is (head config, float32 nn.Module) for a fine-tuned model (see
+    `ntengine.train.heads`), else None.
+    """
+
+    config: NTConfig
+    state: dict[str, torch.Tensor]
+    report: LoadReport
+    head: Optional[tuple[dict, torch.nn.Module]] = None
 
 
 def match_strict(config: NTConfig, found: dict[str, torch.Tensor], unplaced: dict, where: Callable[[str], str],

@@ -9,17 +9,36 @@ from pathlib import Path
 
 import torch
 
-from ntengine.checkpoint.common import CheckpointError, match_strict, refuse_pickle
+from ntengine.checkpoint.common import Checkpoint, CheckpointError, LoadReport, match_strict, refuse_pickle
 from ntengine.checkpoint.names import expected_shapes, external_names
 from ntengine.config import NTConfig
 
-# HF keys some published checkpoints carry that do not affect inference.
-_HF_IGNORED = re.compile(r"^esm\.contact_head\.|^esm\.embeddings\.position_ids$")
 # The per-layer rotary buffer of older checkpoints: checked against the config, not loaded.
 _HF_INV_FREQ = re.compile(r"^esm\.encoder\.layer\.(\d+)\.attention\.self\.rotary_embeddings\.inv_freq$")
+# transformers 5 writes LayerNorm parameters as gamma/beta by default (and reads both).
+_GAMMA_BETA = re.compile(r"^(.*(?:LayerNorm|layer_norm)[^.]*)\.(gamma|beta)$")
+# transformers' bare EsmModel saves its keys without the "esm." prefix.
+_BARE_PREFIXES = ("embeddings.", "encoder.", "pooler.", "contact_head.")
 
 
-def config_from_hf(d: dict) -> NTConfig:
+def _unused_shapes(config: NTConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """HF keys published files carry that NT's forward never reads: expected shape and why."""
+    e, rows = config.embed_dim, config.max_positions + 2
+    unused = {
+        "esm.embeddings.position_ids": ((1, rows), "a derived index buffer of older transformers"),
+        "esm.contact_head.regression.weight": ((1, config.num_layers * config.num_heads),
+                                               "ESM's contact-prediction head, which NT never uses"),
+        "esm.contact_head.regression.bias": ((1,), "ESM's contact-prediction head, which NT never uses"),
+        "esm.pooler.dense.weight": ((e, e), "transformers' EsmModel pooler, which NT's outputs never use"),
+        "esm.pooler.dense.bias": ((e,), "transformers' EsmModel pooler, which NT's outputs never use"),
+    }
+    if config.rotary:  # InstaDeep's EsmEmbeddings always builds (and saves) a learned table
+        unused["esm.embeddings.position_embeddings.weight"] = ((rows, e), "a learned-position table rotary "
+                                                               "(v2) models never read")
+    return unused
+
+
+def config_from_hf(d: dict, lm_head: bool = True) -> NTConfig:
     pos = d.get("position_embedding_type", "absolute")
     if pos not in ("absolute", "rotary"):
         raise CheckpointError(f"unsupported position_embedding_type {pos!r} (NT uses absolute or rotary)")
@@ -44,6 +63,7 @@ def config_from_hf(d: dict) -> NTConfig:
         rotary_rescaling_factor=d.get("rescaling_factor"),  # as SegmentNT's configs spell it
         pad_id=d.get("pad_token_id", 1),
         mask_id=d.get("mask_token_id", 2),
+        lm_head=lm_head,
     )
 
 
@@ -54,7 +74,7 @@ def config_to_hf(cfg: NTConfig) -> dict:
         raise CheckpointError("the HF layout cannot store embed_scale != 1 or a custom token-dropout "
                               "ratio; write the ntengine layout instead")
     d = {
-        "architectures": ["EsmForMaskedLM"],
+        "architectures": ["EsmForMaskedLM" if cfg.lm_head else "EsmModel"],
         "model_type": "esm",
         "add_bias_fnn": not cfg.rotary,
         "attention_probs_dropout_prob": 0.0,
@@ -79,18 +99,21 @@ def config_to_hf(cfg: NTConfig) -> dict:
     return d
 
 
-def _read_hf_tensors(folder: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
-    for index_name, pickled in (("model.safetensors.index.json", False), ("pytorch_model.bin.index.json", True)):
+def _read_hf_tensors(folder: Path, trust_pickle: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """All tensors of the folder's weights (one file or a sharded index) and the files read."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = folder / index_name
         if index.is_file():
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             tensors = {}
             for shard in shards:
+                if not (folder / shard).is_file():
+                    raise CheckpointError(f"{index}: shard {shard} is missing")
                 tensors.update(_read_hf_file(folder / shard, trust_pickle))
-            return tensors
+            return tensors, [index_name, *shards]
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
-            return _read_hf_file(folder / name, trust_pickle)
+            return _read_hf_file(folder / name, trust_pickle), [name]
     raise CheckpointError(f"{folder}: no model.safetensors, pytorch_model.bin or sharded index found")
 
 
@@ -118,18 +141,76 @@ def _check_inv_freq(config: NTConfig, stored: dict[str, torch.Tensor], problems:
             )
 
 
-def load_hf(folder: Path, trust_pickle: bool):
-    config = config_from_hf(json.loads((folder / "config.json").read_text()))
-    tensors = _read_hf_tensors(folder, trust_pickle)
+def _canonical_keys(tensors: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
+    """Keys as InstaDeep's files spell them: "esm." prefixed, LayerNorm weight/bias."""
+    if not any(k.startswith("esm.") for k in tensors) and any(k.startswith(_BARE_PREFIXES) for k in tensors):
+        tensors = {("esm." + k if k.startswith(_BARE_PREFIXES) else k): v for k, v in tensors.items()}
+        notes.append("keys without the 'esm.' prefix (transformers' EsmModel) read as esm.*")
+    out, renamed = {}, 0
+    for key, value in tensors.items():
+        m = _GAMMA_BETA.match(key)
+        if m:
+            key, renamed = f"{m.group(1)}.{'weight' if m.group(2) == 'gamma' else 'bias'}", renamed + 1
+            if key in tensors:
+                raise CheckpointError(f"both {m.group(0)} and {key} are stored: which one is meant?")
+        out[key] = value
+    if renamed:
+        notes.append(f"{renamed} LayerNorm gamma/beta tensors read as weight/bias (transformers 5 naming)")
+    return out
+
+
+def _tie_decoder(tensors: dict[str, torch.Tensor], notes: list[str], problems: list[str]) -> None:
+    """tie_word_embeddings: the LM-head decoder is the word-embedding matrix (not stored)."""
+    embeddings = tensors.get("esm.embeddings.word_embeddings.weight")
+    decoder = tensors.get("lm_head.decoder.weight")
+    if embeddings is None:
+        return  # reported as missing by the strict match
+    if decoder is None:
+        tensors["lm_head.decoder.weight"] = embeddings.clone()
+        notes.append("LM-head decoder tied to the word embeddings (tie_word_embeddings)")
+    elif torch.equal(decoder, embeddings):
+        notes.append("LM-head decoder tied to the word embeddings (tie_word_embeddings; the stored copy is equal)")
+    else:
+        problems.append("config.json ties the LM-head decoder to the word embeddings (tie_word_embeddings, "
+                        "transformers' default when the key is absent) but the file stores a different "
+                        "lm_head.decoder.weight: set \"tie_word_embeddings\": false if the stored one is meant")
+
+
+def load_hf(folder: Path, trust_pickle: bool) -> Checkpoint:
+    from ntengine.train.heads import esm_head
+
+    hf_config = json.loads((folder / "config.json").read_text())
+    report = LoadReport(source=str(folder), folder=str(folder), layout="hf")
+    stored, report.files = _read_hf_tensors(folder, trust_pickle)
+    tensors = _canonical_keys(stored, report.notes)
+    problems: list[str] = []
+    config = config_from_hf(hf_config, lm_head=any(k.startswith("lm_head.") for k in tensors))
+    if not config.lm_head:
+        report.notes.append("no LM head in the file: embeddings and task heads only, no logits")
+    elif hf_config.get("tie_word_embeddings", True):
+        _tie_decoder(tensors, report.notes, problems)
+    head = esm_head({k: tensors.pop(k) for k in list(tensors) if k.startswith("classifier.")}, hf_config,
+                    config.embed_dim)
+    if head is not None:
+        report.notes.append(f"task head: {head[0]['source']} ({head[0]['num_outputs']} outputs)")
     hf_to_ours = {external_names(name, "hf")[0]: name for name in expected_shapes(config)}
+    unused = _unused_shapes(config)
     found, unplaced, inv_freq = {}, {}, {}
     for key, value in tensors.items():
         if key in hf_to_ours:
             found[hf_to_ours[key]] = value
         elif _HF_INV_FREQ.match(key):
             inv_freq[key] = value
-        elif not _HF_IGNORED.match(key):
+        elif key in unused:
+            shape, why = unused[key]
+            if tuple(value.shape) != shape:
+                problems.append(f"wrong shape for {key}: {list(value.shape)}, expected {list(shape)} ({why})")
+            report.ignore(key, value, why)
+        else:
             unplaced[key] = key
-    problems: list[str] = []
     _check_inv_freq(config, inv_freq, problems)
-    return config, match_strict(config, found, unplaced, lambda n: external_names(n, "hf")[0], problems)
+    if inv_freq:
+        report.notes.append(f"{len(inv_freq)} rotary inv_freq buffers checked against the config")
+    state = match_strict(config, found, unplaced, lambda n: external_names(n, "hf")[0], problems)
+    report.count(state, stored)
+    return Checkpoint(config, state, report, head)

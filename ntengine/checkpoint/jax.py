@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ntengine.checkpoint.common import CheckpointError, match_strict, refuse_pickle
+from ntengine.checkpoint.common import Checkpoint, CheckpointError, LoadReport, match_strict, refuse_pickle
 from ntengine.checkpoint.names import expected_shapes, external_names
 from ntengine.config import V1_VOCAB_SIZE, V2_VOCAB_SIZE, NTConfig
 
@@ -64,13 +64,18 @@ def load_jax(folder: Path, trust_pickle: bool):
 
     params = joblib.load(params_path)
     jax_to_ours = {external_names(name, "jax"): name for name in expected_shapes(config)}
-    found, unplaced = {}, {}
+    found, unplaced, stored = {}, {}, {}
     for module, module_params in params.items():
         for param, value in module_params.items():
             key = (module, param)
+            stored[key] = value
             if key not in jax_to_ours:
                 unplaced[f"{module}/{param}"] = key
                 continue
             tensor = torch.from_numpy(np.asarray(value, dtype=np.float32))
             found[jax_to_ours[key]] = tensor.T if param == "w" else tensor  # Haiku: [in, out]
-    return config, match_strict(config, found, unplaced, lambda n: "/".join(external_names(n, "jax")), [])
+    state = match_strict(config, found, unplaced, lambda n: "/".join(external_names(n, "jax")), [])
+    report = LoadReport(source=str(folder), folder=str(folder), layout="jax",
+                        files=[str(params_path.relative_to(folder))])
+    report.count(state, stored)
+    return Checkpoint(config, state, report)

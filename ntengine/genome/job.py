@@ -213,16 +213,20 @@ def run_chunks(spec: JobSpec, engine, chunks, on_done=None, prefetch: int = 2) -
         runner.close()
 
 
-def _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size):
-    """(engine, engine spec for workers): `model` is a checkpoint path or an Engine."""
+def _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size, adapter=None):
+    """(engine, engine spec for workers): `model` is a checkpoint (path or hub id) or an Engine."""
     import ntengine
+    from ntengine.checkpoint import resolve_checkpoint
 
     if hasattr(model, "forward") and hasattr(model, "config"):
         return model, {}
-    spec = {"checkpoint": str(Path(model).resolve()), "device": device, "dtype": dtype, "backend": backend,
-            "trust_pickle": trust_pickle}
-    return ntengine.compile(model, device=device, dtype=dtype, backend=backend, trust_pickle=trust_pickle,
-                            batch_size=batch_size), spec
+    # Workers get the local folder a hub id resolved to, not the id: they must not download.
+    local = str(resolve_checkpoint(model, trust_pickle=trust_pickle).resolve())
+    spec = {"checkpoint": local, "device": device, "dtype": dtype, "backend": backend, "trust_pickle": trust_pickle,
+            "adapter": None if adapter is None else
+            str(resolve_checkpoint(adapter, trust_pickle=trust_pickle).resolve())}
+    return ntengine.compile(local, device=device, dtype=dtype, backend=backend, trust_pickle=trust_pickle,
+                            batch_size=batch_size, adapter=spec["adapter"]), spec
 
 
 def embed_genome(model, fasta, out, *, window: int | None = None, stride: int | None = None,
@@ -230,12 +234,13 @@ def embed_genome(model, fasta, out, *, window: int | None = None, stride: int | 
                  reverse_complement: bool = False, token_embeddings: int | None = None, bigwig=None,
                  invalid: str = "raise", batch_size: int = 8, chunk_windows: int = 32,
                  device="cpu", dtype="float32", backend: str = "auto", trust_pickle: bool = False,
-                 ray=None, workers: int | None = None, progress: bool = True) -> dict:
+                 ray=None, workers: int | None = None, progress: bool = True, adapter=None) -> dict:
     """Embed a genome (or regions of it) into a zarr store; optionally write bigWig tracks.
 
     Args:
-        model: checkpoint folder / .onnx / .plan (compiled with device, dtype, backend), or
-            an Engine (local runs only: Ray workers compile the checkpoint themselves).
+        model: checkpoint folder / hub id / .onnx / .plan (compiled with device, dtype, backend,
+            with the PEFT `adapter` merged if given), or an Engine (local runs only: Ray
+            workers compile the checkpoint themselves).
         fasta: FASTA file: plain, gzip or BGZF (see `ntengine.genome.fasta`).
         out: the .zarr store. Rerunning the same call on an unfinished store resumes it;
             a store written with anything different is refused.
@@ -268,7 +273,7 @@ def embed_genome(model, fasta, out, *, window: int | None = None, stride: int | 
     lengths = {r.name: r.length for r in scan.records}
     wanted = list(regions or []) + (read_bed(bed) if bed else [])
     spans = select_regions(lengths, wanted or None, records)
-    engine, engine_spec = _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size)
+    engine, engine_spec = _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size, adapter)
     cfg = engine.config
     for name, value in (("layer", layer), ("token_embeddings", token_embeddings)):
         if value is not None and not 1 <= value <= cfg.num_layers:

@@ -28,7 +28,8 @@ class _Worker:
         torch.set_num_threads(max(1, int(cpus)))
         e = spec.engine
         engine = ntengine.compile(e["checkpoint"], device=e["device"], dtype=e["dtype"], backend=e["backend"],
-                                  trust_pickle=e["trust_pickle"], batch_size=spec.batch_size)
+                                  trust_pickle=e["trust_pickle"], batch_size=spec.batch_size,
+                                  adapter=e.get("adapter"))
         self.spec, self.runner = spec, ChunkRunner(spec, engine)
         self.group = open_group(Path(spec.store), "r+")
 

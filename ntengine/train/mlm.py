@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ntengine import ops
 from ntengine.checkpoint import load_checkpoint, save_checkpoint
-from ntengine.config import NTConfig
+from ntengine.config import PRESETS, NTConfig
 from ntengine.model import NTModel, init_random_weights
 from ntengine.tokenizer import Tokenizer
 from ntengine.train.data import GenomeSampler
@@ -82,13 +82,13 @@ def _optimizer(model: NTModel, settings: MLMSettings) -> torch.optim.AdamW:
 
 def initial_model(source, seed: int = 0, trust_pickle: bool = False) -> NTModel:
     """An fp32 NTModel from a checkpoint folder, an NTConfig or a preset name (random init)."""
-    if isinstance(source, NTConfig) or (isinstance(source, str) and not Path(source).exists()):
+    if isinstance(source, NTConfig) or (isinstance(source, str) and source in PRESETS):
         config = source if isinstance(source, NTConfig) else NTConfig.from_preset(source)
         torch.manual_seed(seed)
         return init_random_weights(NTModel(config), seed)
-    config, state = load_checkpoint(source, trust_pickle=trust_pickle)
-    model = NTModel(config)
-    model.load_state_dict(state, strict=True)
+    ckpt = load_checkpoint(source, trust_pickle=trust_pickle)
+    model = NTModel(ckpt.config)
+    model.load_state_dict(ckpt.state, strict=True)
     return model.float()
 
 

@@ -140,11 +140,12 @@ class TableWriter:
 def score_variants(model, vcf, fasta, out, *, tsv=None, window: int = DEFAULT_WINDOW, layer: int | None = None,
                    both_strands: bool = False, batch_size: int = 8, block_records: int = 256, device="cpu",
                    dtype="float32", backend: str = "auto", trust_pickle: bool = False, progress: bool = True,
-                   share_reference: bool = True) -> dict:
+                   share_reference: bool = True, adapter=None) -> dict:
     """Score every allele of `vcf` against `fasta`; write `out` (VCF/VCF.gz/BCF) and `tsv`.
 
     Args:
-        model: checkpoint folder / .onnx / .plan, or an Engine.
+        model: checkpoint folder / hub id / .onnx / .plan (with the PEFT `adapter` merged if
+            given), or an Engine.
         window: window length in bp (default 5,994 = 999 six-mers; at most the model's
             context); layer: 1-based layer for the distances (default final embeddings).
         both_strands: average llr and the distances over both strands.
@@ -162,7 +163,8 @@ def score_variants(model, vcf, fasta, out, *, tsv=None, window: int = DEFAULT_WI
     from ntengine.genome.windows import default_window_bp
 
     engine = model if hasattr(model, "forward") and hasattr(model, "config") else ntengine.compile(
-        model, device=device, dtype=dtype, backend=backend, trust_pickle=trust_pickle, batch_size=batch_size)
+        model, device=device, dtype=dtype, backend=backend, trust_pickle=trust_pickle, batch_size=batch_size,
+        adapter=adapter)
     limit = default_window_bp(engine.config)
     if not 1 <= window <= limit:
         raise ValueError(f"window must be 1..{limit} bp for this model (its context), got {window}")
