@@ -90,9 +90,13 @@ def cache_path(checkpoint, kind: str, tag: str, suffix: str, cache_dir=None, rev
     (or ``~/.cache/ntengine``) / kind / name-tag-hash.suffix. The hash covers the resolved
     folders (hub ids resolve to their snapshot), their files' sizes and mtimes, and `tag`."""
     from ntengine.checkpoint import resolve_checkpoint
+    from ntengine.checkpoint.peft import adapter_base
 
     root = Path(cache_dir or os.environ.get("NTENGINE_CACHE") or Path.home() / ".cache" / "ntengine") / kind
     sources = [resolve_checkpoint(checkpoint, revision=revision, trust_pickle=trust_pickle).resolve()]
+    base = adapter_base(sources[0])
+    if base is not None:  # an adapter folder standing for base + adapter: both make the artefact
+        sources.append(resolve_checkpoint(base, trust_pickle=trust_pickle).resolve())
     if adapter is not None:
         sources.append(resolve_checkpoint(adapter, trust_pickle=trust_pickle).resolve())
     h = hashlib.sha256(f"{'|'.join(map(str, sources))}|{tag}".encode())

@@ -31,7 +31,7 @@ from ntengine.checkpoint.hf import config_to_hf, load_hf
 from ntengine.checkpoint.hub import resolve_checkpoint
 from ntengine.checkpoint.jax import load_jax
 from ntengine.checkpoint.names import WEIGHT_NAMES, expected_shapes, external_names
-from ntengine.checkpoint.peft import ADAPTER_CONFIG, is_adapter, merge_adapter
+from ntengine.checkpoint.peft import ADAPTER_CONFIG, adapter_base, is_adapter, merge_adapter
 from ntengine.config import NTConfig
 from ntengine.train.heads import load_head
 
@@ -110,7 +110,7 @@ def load_checkpoint(path, trust_pickle: bool = False, layout: str | None = None,
         if adapter is not None:
             raise CheckpointError(f"{path} is itself a PEFT adapter: pass its base model as the checkpoint")
         adapter_config = json.loads((folder / ADAPTER_CONFIG).read_text())
-        base = adapter_config.get("base_model_name_or_path")
+        base = adapter_base(folder)
         if not base:
             raise CheckpointError(f"{path} is a PEFT adapter without base_model_name_or_path: pass the base "
                                   "checkpoint and adapter=PATH")

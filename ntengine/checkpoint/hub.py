@@ -24,7 +24,8 @@ _JAX_PATTERNS = ["jax_model/*"]  # InstaDeep's official JAX layout: a joblib pic
 
 
 def hub_patterns(trust_pickle: bool) -> list[str]:
-    """The files fetched from a hub repo: safetensors layouts, plus torch pickles when trusted."""
+    """The files that may be fetched from a hub repo: safetensors layouts, plus torch pickles
+    when trusted (fetched only when the repo has no safetensors weights)."""
     return _SAFE_PATTERNS + (_PICKLE_PATTERNS if trust_pickle else [])
 
 
@@ -101,9 +102,13 @@ def _download(repo_id: str, revision: str | None, trust_pickle: bool) -> Path:
             # Repository not found, gated, revision not found, or the Hub refusing us.
             raise CheckpointError(f"{named} cannot be fetched from the Hugging Face hub: {e}") from e
 
-    snapshot = fetch(revision, hub_patterns(trust_pickle))
+    # Safetensors first; pickles only when trusted and the repo has no safetensors weights
+    # (InstaDeep's repos hold both: fetching both would double a 10 GB download). Later
+    # fetches pin the commit just resolved, so every file comes from the same snapshot.
+    snapshot = fetch(revision, _SAFE_PATTERNS)
+    if trust_pickle and not any(snapshot.glob("*.safetensors")):
+        snapshot = fetch(snapshot.name, _SAFE_PATTERNS + _PICKLE_PATTERNS)
     if trust_pickle and not (snapshot / "config.json").exists() and not (snapshot / "adapter_config.json").exists():
-        # Pin the commit just resolved, so both halves come from the same snapshot.
         snapshot = fetch(snapshot.name, _JAX_PATTERNS)
     if not snapshot.is_dir():  # huggingface_hub returns the path even when no file matched
         hint = "" if trust_pickle else "; pickle-based weights (*.bin, jax_model/) need trust_pickle=True"

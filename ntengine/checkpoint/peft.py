@@ -37,6 +37,14 @@ def is_adapter(folder: Path) -> bool:
     return (Path(folder) / ADAPTER_CONFIG).is_file()
 
 
+def adapter_base(folder: Path) -> str | None:
+    """The base checkpoint a PEFT adapter folder names, when the folder holds no model of its own."""
+    folder = Path(folder)
+    if not folder.is_dir() or not is_adapter(folder) or (folder / "config.json").is_file():
+        return None
+    return json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+
+
 def read_adapter(folder: Path, trust_pickle: bool) -> tuple[dict, dict[str, torch.Tensor]]:
     """(adapter_config.json, tensors with the ``base_model.model.`` prefix removed)."""
     folder = Path(folder)

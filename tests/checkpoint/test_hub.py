@@ -172,11 +172,26 @@ def test_pickles_in_the_repo_are_not_required_without_trust_pickle(tiny, calls):
                                                               "modeling_esm.py")}
     (tiny / "trees" / f"{COMMIT}.json").write_text(json.dumps({"format_version": 1, "files": listing}))
     assert resolve_checkpoint(REPO) == tiny / "snapshots" / COMMIT
-    # Asked for the pickle too, huggingface_hub finds the snapshot incomplete (and still skips the .py).
-    with pytest.raises(CheckpointError, match=r"1 file\(s\) are missing \(pytorch_model.bin\)") as e:
-        resolve_checkpoint(REPO, trust_pickle=True)
-    assert f"hf download {REPO}" in str(e.value)
-    assert [c["allow_patterns"] for c in calls] == [hub_patterns(False), hub_patterns(True)]
+    # Trusted, the .bin is still not fetched: the repo has safetensors weights.
+    assert resolve_checkpoint(REPO, trust_pickle=True) == tiny / "snapshots" / COMMIT
+    assert [c["allow_patterns"] for c in calls] == [hub_patterns(False), hub_patterns(False)]
+
+
+def test_pickle_weights_are_fetched_when_trusted_and_the_only_weights(fixtures_dir, hub, calls, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(fixtures_dir / "v2_tiny" / "model.safetensors")), tmp_path / "pytorch_model.bin")
+    files = {"config.json": fixtures_dir / "v2_tiny" / "config.json",
+             "pytorch_model.bin": tmp_path / "pytorch_model.bin"}
+    folder = make_cache(hub, files, {"main": COMMIT}, repo="test-org/nt-bin")
+    (folder / "trees").mkdir()  # the repo listing, which huggingface_hub checks a snapshot against offline
+    listing = {n: {"size": 1, "blob_id": "0" * 40} for n in (*files, "modeling_esm.py")}
+    (folder / "trees" / f"{COMMIT}.json").write_text(json.dumps({"format_version": 1, "files": listing}))
+    snapshot = resolve_checkpoint("test-org/nt-bin", trust_pickle=True)
+    assert (snapshot / "pytorch_model.bin").is_symlink() and not (snapshot / "modeling_esm.py").exists()
+    assert [(c["revision"], c["allow_patterns"]) for c in calls] == [(None, hub_patterns(False)),
+                                                                      (COMMIT, hub_patterns(True))]
 
 
 def test_jax_layout_is_fetched_when_trusted_and_nothing_else_is_there(fixtures_dir, hub, calls):
@@ -184,7 +199,8 @@ def test_jax_layout_is_fetched_when_trusted_and_nothing_else_is_there(fixtures_d
     make_cache(hub, {f"jax_model/{p.name}": p for p in jax.iterdir()}, {"main": COMMIT}, repo="test-org/nt-jax")
     snapshot = resolve_checkpoint("test-org/nt-jax", trust_pickle=True)
     assert (snapshot / "jax_model" / "pytree_ckpt.joblib").is_symlink()
-    assert [(c["revision"], c["allow_patterns"]) for c in calls] == [(None, hub_patterns(True)),
+    assert [(c["revision"], c["allow_patterns"]) for c in calls] == [(None, hub_patterns(False)),
+                                                                      (COMMIT, hub_patterns(True)),
                                                                       (COMMIT, ["jax_model/*"])]
     assert sorted(p.name for p in (snapshot / "jax_model").iterdir()) == sorted(p.name for p in jax.iterdir())
 
