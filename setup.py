@@ -6,7 +6,8 @@ Follows pybind11's cmake_example. Useful environment variables:
   CMAKE_ARGS                  extra arguments for the configure step
   CMAKE_BUILD_PARALLEL_LEVEL  build jobs (cmake reads it itself)
   CMAKE_GENERATOR             e.g. Ninja (used by default when the ninja package is installed)
-  NTENGINE_NATIVE=0           portable binary without -march=native
+  NTENGINE_NATIVE=1           tune all code for this machine (-march=native; runs only on CPUs like it).
+                              Default: portable, CPU kernels built per ISA level and chosen at run time
   NTENGINE_CUDA=auto|1|0      build ntengine._C_cuda when nvcc is found (default) | always | never
   NTENGINE_CUDA_ARCHS         CUDA architectures, e.g. "90" or "80;90" (default in CMakeLists.txt)
   DEBUG=1                     Debug build

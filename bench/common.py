@@ -68,7 +68,19 @@ def machine_info() -> dict:
         "python": sys.version.split()[0],
         "numpy": _version("numpy"),
         "torch": _version("torch"),
+        "cpu_flags": _ntengine_cpu().get("flags"),
+        "cpu_isa": _ntengine_cpu().get("isa"),  # the CPU kernels' build in use (NTENGINE_CPU_ISA forces it)
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
     }
+
+
+def _ntengine_cpu() -> dict:
+    try:
+        from ntengine import cpu
+
+        return cpu.info()
+    except (ImportError, RuntimeError):
+        return {}
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, machine_info, print_table, timeit, write_json
+from ntengine import cpu
 from ntengine.config import NTConfig
 from ntengine.engine import Engine, fused_status
 from ntengine.genome.fasta import read_records
@@ -67,6 +68,8 @@ def gemm_ceiling(cfg: NTConfig, rows: int, dtype: torch.dtype, repeats: int, dev
         default = timeit(lambda: (torch.nn.functional.linear(x, w), torch.cuda.synchronize()), repeats=repeats)
         return {"gemm_default_gflops": flops / default["median"] / 1e9, "gemm_onednn_gflops": float("nan")}
     default = timeit(lambda: torch.nn.functional.linear(x, w), repeats=repeats)["median"]
+    if dtype == torch.bfloat16 and not cpu.onednn_bf16():  # oneDNN has no bf16 GEMM below AVX-512
+        return {"gemm_default_gflops": flops / default / 1e9, "gemm_onednn_gflops": float("nan")}
     onednn = timeit(lambda: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""), repeats=repeats)
     return {"gemm_default_gflops": flops / default / 1e9, "gemm_onednn_gflops": flops / onednn["median"] / 1e9}
 
@@ -155,7 +158,9 @@ def main() -> None:
                 ceilings[dtype] = gemm_ceiling(cfg, batch * tokens, dtype, args.repeats, device)
             t = timeit(lambda: engine.forward(enc.ids, enc.attention_mask, logits=False), repeats=args.repeats)
             tok_s = batch * tokens / t["median"]
-            rows.append({"shape": shape, "engine": name, "median_ms": t["median"] * 1e3, "iqr_ms": t["iqr"] * 1e3,
+            isa = cpu.isa() if engine.backend == "fused" and device.type == "cpu" else "-"
+            rows.append({"shape": shape, "engine": name, "isa": isa,
+                         "median_ms": t["median"] * 1e3, "iqr_ms": t["iqr"] * 1e3,
                          "tokens_per_s": tok_s, "gflops": tok_s * flops_per_token(cfg, tokens) / 1e9,
                          **ceilings[dtype]})
         base = next(r for r in rows if r["shape"] == shape and r["engine"] == "eager-float32")["tokens_per_s"]
@@ -168,7 +173,7 @@ def main() -> None:
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine_info()["cpu"]
     print(f"\n{args.preset}, {where}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print_table(rows, ["shape", "engine", "median_ms", "iqr_ms", "tokens_per_s", "gflops", "gemm_default_gflops",
+    print_table(rows, ["shape", "engine", "isa", "median_ms", "iqr_ms", "tokens_per_s", "gflops", "gemm_default_gflops",
                        "gemm_onednn_gflops", "vs_eager_fp32"])
     if mixed:
         print(f"\nembed() of {args.mixed} sequences of 64..2048 tokens (seeded), batch size 8:")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from common import RESULTS, machine_info, print_table, write_json
 import ntengine
-from ntengine import ops
+from ntengine import cpu, ops
 from ntengine.config import NTConfig
 from ntengine.tokenizer import Tokenizer
 from ntengine.train.data import GenomeSampler
@@ -128,7 +128,8 @@ def main() -> None:
         rows.append({"method": "6-mer counts + logistic regression", "test_mcc": base["test_mcc"],
                      "test_auc": base["test_auc"], "cv_mcc": base["cv_mcc"], "seconds": float("nan")})
         t = time.perf_counter()
-        pr = probe(ntengine.compile(ckpt, dtype="bfloat16"), task / "train.csv", task / "test.csv")
+        dtype = "bfloat16" if cpu.onednn_bf16() else "float32"  # bf16 only where it is native
+        pr = probe(ntengine.compile(ckpt, dtype=dtype), task / "train.csv", task / "test.csv")
         pr = next(iter(pr.values()))
         rows.append({"method": "probe: final-layer embeddings + logistic regression", "test_mcc": pr["test_mcc"],
                      "test_auc": pr["test_auc"], "cv_mcc": pr["cv_mcc"], "seconds": time.perf_counter() - t})

@@ -6,7 +6,10 @@
 
 #include <cstdint>
 
+#include <pybind11/stl.h>
+
 #include "bindings_common.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/kernels.h"
 
 namespace py = pybind11;
@@ -17,6 +20,12 @@ using binding::ptr;
 using binding::to_dtype;
 
 void bind_cpu_kernels(py::module_& m) {
+  m.def("cpu_isa", &cpu_isa, "The ISA level the CPU kernels run at (see kernels/cpu_isa.h).");
+  m.def("cpu_isa_supported", &cpu_isa_supported, "Levels this CPU runs that this build has, narrowest first.");
+  m.def("set_cpu_isa", &set_cpu_isa, py::arg("level"),
+        "Run the CPU kernels at `level`; ValueError (unknown) or RuntimeError (not runnable here).");
+  m.def("cpu_model", &cpu_model, "The CPU's brand string.");
+  m.def("cpu_flags", &cpu_flags, "The instruction-set flags (with OS support) the kernels care about.");
   m.def(
       "qkv_rope",
       [](uintptr_t qkv, int64_t qkv_row_stride, uintptr_t q, uintptr_t k, uintptr_t v,

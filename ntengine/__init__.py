@@ -12,9 +12,10 @@ _LAZY = {
     "compile": ("ntengine.engine", "compile"),
     "Engine": ("ntengine.engine", "Engine"),
     "NTConfig": ("ntengine.config", "NTConfig"),
+    "info": ("ntengine.info", "info"),
 }
 
-__all__ = ["Tokenizer", "compile", "Engine", "NTConfig", "__version__"]
+__all__ = ["Tokenizer", "compile", "Engine", "NTConfig", "info", "__version__"]
 
 
 def __getattr__(name):

@@ -229,12 +229,31 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _cmd_info(args) -> None:
+    import json
+
+    from ntengine.info import info
+
+    facts = info()
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return
+    width = max(map(len, facts))
+    for key, value in facts.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        print(f"{key:<{width}}  {shown if shown not in (None, '') else '-'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ntengine import __version__
 
     parser = argparse.ArgumentParser(prog="ntengine", description="Fast, faithful Nucleotide Transformer inference.")
     parser.add_argument("--version", action="version", version=f"ntengine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="CPU, ISA level, oneDNN, threads, versions, GPUs: what a bug report needs")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("init", help="write a random-weight checkpoint of a published NT shape")
     p.add_argument("--preset", required=True, help="e.g. v2-50m, v2-500m, v1-500m-human-ref")

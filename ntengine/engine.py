@@ -18,7 +18,7 @@ from ntengine.config import NTConfig
 from ntengine.model import NTModel
 from ntengine.tokenizer import Tokenizer
 
-from ntengine import ops
+from ntengine import cpu, ops
 
 BACKENDS = ("torch", "fused", "onnxruntime", "tensorrt")
 ARTEFACT_BACKENDS = {"onnxruntime": ".onnx", "tensorrt": ".plan"}
@@ -53,11 +53,29 @@ def fused_status(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
         return False, "the fused CPU kernels take float32 or bfloat16, not float16"
     if not ops.onednn_available():
         return False, "this torch build lacks oneDNN (mkldnn), which the fused CPU GEMMs use"
-    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        # oneDNN has no bf16 GEMM below AVX-512 (issue 9): it would crash at the first forward.
-        return False, ("this CPU has no AVX-512, which oneDNN's bfloat16 GEMMs need: use dtype='float32' "
-                       "(or backend='torch', which runs bfloat16 slowly)")
+    level = cpu.isa()  # raises on a bad NTENGINE_CPU_ISA
+    if dtype == torch.bfloat16 and not cpu.onednn_bf16():
+        # oneDNN has no bf16 GEMMs below AVX-512 (issue 9): it would crash at the first forward.
+        return False, (f"bfloat16 needs AVX-512 (AVX512F/BW/VL/DQ) for oneDNN's bf16 GEMMs; the CPU kernels "
+                       f"run at '{level}' here: use dtype='float32'")
     return True, "ok"
+
+
+def _refuse_slow_half(device: torch.device, dtype: torch.dtype, backend: str) -> None:
+    """`auto` never picks a half dtype that only emulated arithmetic can run on this CPU.
+
+    Without AVX-512 (bf16) or AVX512_FP16 (fp16), torch's CPU half kernels convert every
+    element and run no faster than float32 (bench/forward.py): the user asked for speed,
+    so say so rather than run slowly. backend="torch" still runs them (the reference).
+    """
+    if device.type != "cpu" or backend != "auto" or dtype == torch.float32:
+        return
+    if dtype == torch.bfloat16 and cpu.onednn_bf16():
+        return
+    name = "bfloat16" if dtype == torch.bfloat16 else "float16"
+    need = "AVX-512 (AVX512F/BW/VL/DQ)" if dtype == torch.bfloat16 else "AVX512_FP16"
+    raise RuntimeError(f"dtype={name!r} on this CPU (kernels at '{cpu.isa()}', no {need}) is emulated and no "
+                       f"faster than float32: use dtype='float32' (or backend='torch' to run {name} anyway)")
 
 
 def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
@@ -68,6 +86,7 @@ def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> 
     if backend in ARTEFACT_BACKENDS:
         raise ValueError(f"backend {backend!r} runs an exported artefact: use ntengine.compile(path_or_checkpoint, "
                          f"backend={backend!r})")
+    _refuse_slow_half(device, dtype, backend)
     ok, why = fused_status(device, dtype)
     if backend == "fused" and not ok:
         raise RuntimeError(f"backend 'fused' is not available: {why}")
@@ -120,8 +139,9 @@ class Engine:
     def __repr__(self):
         c = self.config
         params = self.load_report.summary() if self.load_report else f"{c.num_parameters / 1e6:.1f}M parameters"
+        kernels = f"[cpu kernels: {cpu.isa()}]" if self.backend == "fused" and self.device.type == "cpu" else ""
         return (f"Engine({c.version}, {c.num_layers} layers x {c.embed_dim}, {params}, "
-                f"{self.device}, {self.dtype}, {self.backend})")
+                f"{self.device}, {self.dtype}, {self.backend}{kernels})")
 
     # ------------------------------------------------------------------ forward
 

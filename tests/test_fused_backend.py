@@ -13,16 +13,25 @@ import pytest
 import torch
 
 import ntengine
+from isa import SUPPORTED, isa_params
+from ntengine import cpu
 from ntengine.engine import DTYPES, fused_status
 from ntengine.cli import init_checkpoint
 from tolerances import FIXTURE, FP32, rel_err
 
 
+@pytest.mark.parametrize("level", isa_params())
 @pytest.mark.parametrize("model", ["v1_tiny", "v2_tiny"])
-def test_fused_matches_reference_on_fixtures(fixtures_dir, model):
+def test_fused_matches_reference_on_fixtures(fixtures_dir, model, level):
     golden = np.load(fixtures_dir / model / "golden.npz")
     ref = ntengine.compile(fixtures_dir / model, backend="torch")
-    fused = ntengine.compile(fixtures_dir / model, backend="fused")
+    with cpu.forced(level):
+        fused = ntengine.compile(fixtures_dir / model, backend="fused")
+        assert f"cpu kernels: {level}" in repr(fused)
+        _compare_on_fixture(ref, fused, golden)
+
+
+def _compare_on_fixture(ref, fused, golden):
     assert fused.backend == "fused" and ref.backend == "torch"
     n = ref.config.num_layers
     args = dict(layers=range(1, n + 1), attention_maps=[(1, 0), (n, 1)])
@@ -38,9 +47,44 @@ def test_fused_matches_reference_on_fixtures(fixtures_dir, model):
 
 def test_auto_picks_fused(fixtures_dir):
     assert ntengine.compile(fixtures_dir / "v2_tiny").backend == "fused"
-    assert ntengine.compile(fixtures_dir / "v2_tiny", dtype="float16").backend == "torch"  # no CPU fp16 kernels
     with pytest.raises(RuntimeError, match="float16"):
         ntengine.compile(fixtures_dir / "v2_tiny", dtype="float16", backend="fused")
+
+
+def test_auto_never_picks_an_emulated_half_dtype(fixtures_dir):
+    """No AVX512_FP16 CPU is in reach: fp16 on the CPU is emulated, and auto says so."""
+    with pytest.raises(RuntimeError, match="float16.*emulated.*dtype='float32'"):
+        ntengine.compile(fixtures_dir / "v2_tiny", dtype="float16")
+    assert ntengine.compile(fixtures_dir / "v2_tiny", dtype="float16", backend="torch").backend == "torch"
+
+
+@pytest.mark.skipif("avx2" not in SUPPORTED, reason="needs a CPU with AVX2")
+def test_bf16_at_avx2_refuses_as_an_avx2_cpu_does(fixtures_dir):
+    """Forced to the AVX2 build (what an AVX2-only CPU runs), bf16 behaves as on such a CPU:
+    the fused path refuses with the missing instructions, auto refuses the emulated dtype,
+    and the plain-torch reference still runs it. Nothing crashes."""
+    with cpu.forced("avx2"):
+        with pytest.raises(RuntimeError, match="bfloat16 needs AVX-512"):
+            ntengine.compile(fixtures_dir / "v2_tiny", dtype="bfloat16", backend="fused")
+        with pytest.raises(RuntimeError, match="emulated and no faster than float32"):
+            ntengine.compile(fixtures_dir / "v2_tiny", dtype="bfloat16")
+        engine = ntengine.compile(fixtures_dir / "v2_tiny", dtype="bfloat16", backend="torch")
+        assert np.isfinite(engine.embed(["ACGTACGTAAAC" * 20])).all()
+
+
+def test_forcing_a_level_the_cpu_lacks_is_refused(fixtures_dir, monkeypatch):
+    lacking = [level for level in cpu.LEVELS if level not in SUPPORTED]
+    if not lacking:
+        pytest.skip("this CPU runs every level")
+    with pytest.raises(RuntimeError, match=f"'{lacking[-1]}' needs .*which this CPU .*lacks"):
+        cpu.forced(lacking[-1]).__enter__()
+    monkeypatch.setenv(cpu.ENV, lacking[-1])
+    monkeypatch.setattr(cpu, "_applied", False)
+    with pytest.raises(RuntimeError, match=f"NTENGINE_CPU_ISA={lacking[-1]}: .*lacks"):
+        ntengine.compile(fixtures_dir / "v2_tiny", backend="fused")
+    monkeypatch.setenv(cpu.ENV, "sse9")
+    with pytest.raises(RuntimeError, match="unknown CPU ISA level 'sse9'"):
+        ntengine.compile(fixtures_dir / "v2_tiny", backend="fused")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +98,7 @@ def v2_50m(tmp_path_factory):
 def test_fused_matches_reference_at_v2_50m_shape(v2_50m, ecoli, dtype):
     ok, why = fused_status(torch.device("cpu"), DTYPES[dtype])
     if not ok:
-        with pytest.raises(RuntimeError, match="no AVX-512"):
+        with pytest.raises(RuntimeError, match="bfloat16 needs AVX-512"):
             ntengine.compile(v2_50m, backend="fused", dtype=dtype)
         pytest.skip(f"fused {dtype} refused here, as it must be: {why}")
     seqs = [ecoli[:6000], ecoli[6000:6500], ecoli[7000:7007] + "NNNN" + ecoli[8000:9000]]

@@ -1,8 +1,10 @@
 """Devices and seeding for the fused-op tests.
 
-Every op test takes the `device` fixture: "cpu" always, and "cuda", which skips with
-the reason when `ntengine.ops.cuda_status()` says the CUDA kernels cannot run here (it
-is the one place that asks torch about CUDA, and it does not initialise a context).
+Every op test takes the `device` fixture: "cpu" once per CPU ISA level (the kernels
+forced to that build; levels this CPU cannot run skip with the reason), and "cuda",
+which skips with the reason when `ntengine.ops.cuda_status()` says the CUDA kernels
+cannot run here (it is the one place that asks torch about CUDA, and it does not
+initialise a context).
 """
 
 import zlib
@@ -10,15 +12,21 @@ import zlib
 import pytest
 import torch
 
-from ntengine import ops
+from isa import isa_params
+from ntengine import cpu, ops
 
 CUDA_OK, CUDA_WHY = ops.cuda_status()
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_OK, reason=f"CUDA: {CUDA_WHY}"))]
+DEVICES = [*isa_params("cpu-"),
+           pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_OK, reason=f"CUDA: {CUDA_WHY}"))]
 
 
 @pytest.fixture(params=DEVICES)
-def device(request) -> str:
-    return request.param
+def device(request):
+    if request.param == "cuda":
+        yield "cuda"
+        return
+    with cpu.forced(request.param):
+        yield "cpu"
 
 
 @pytest.fixture(autouse=True)
