@@ -20,7 +20,9 @@
 //   k  [keys/16][np][16]       16 keys per zmm, one reduction word per lane
 //   v  [keys/kPair][D16]       one output column per lane, kPair keys per word
 //   p  [kStrip][n_k] elements  softmax weights (bf16 or fp32), row-major
-// Without AVX-512 (NTENGINE_NATIVE=0) a plain per-row loop computes the same thing.
+// AVX2 + FMA builds (no AVX-512) take the 8-lane worker of kernels/cpu/attention_avx2.h:
+// same split and loop order, 6-row strips, fp32 FMA for both storage types.
+// Without either (portable builds) a plain per-row loop computes the same thing.
 #include <omp.h>
 
 #include <algorithm>
@@ -104,12 +106,28 @@ void attend_row(const T* q, const T* k, const T* v, T* out, int64_t len, int64_t
 
 #if NTE_AVX512
 #include "kernels/cpu/attention_avx512.h"
+#define NTE_ATTENTION_TILED 1
+namespace ntengine {
+namespace {
+namespace tiled = avx512;
+}  // namespace
+}  // namespace ntengine
+#elif NTE_AVX2
+#include "kernels/cpu/attention_avx2.h"
+#define NTE_ATTENTION_TILED 1
+namespace ntengine {
+namespace {
+namespace tiled = avx2;
+}  // namespace
+}  // namespace ntengine
+#else
+#define NTE_ATTENTION_TILED 0
 #endif
 
 namespace ntengine {
 namespace {
 
-/// kTiled: the AVX-512 worker (fp32 / bf16 storage); otherwise the per-row loop.
+/// kTiled: the AVX-512 / AVX2 worker (fp32 / bf16 storage); otherwise the per-row loop.
 template <typename T, bool kTiled>
 void attention_typed(const T* q, const T* k, const T* v, T* out, const int32_t* lengths,
                      const int32_t* cu, int64_t n_seqs, int64_t B, int64_t H, int64_t L,
@@ -140,9 +158,9 @@ void attention_typed(const T* q, const T* k, const T* v, T* out, const int32_t* 
 
 #pragma omp parallel
   {
-#if NTE_AVX512
-    std::unique_ptr<avx512::Worker<T>> worker;
-    if constexpr (kTiled) worker = std::make_unique<avx512::Worker<T>>(max_len, D);
+#if NTE_ATTENTION_TILED
+    std::unique_ptr<tiled::Worker<T>> worker;
+    if constexpr (kTiled) worker = std::make_unique<tiled::Worker<T>>(max_len, D);
 #endif
     std::vector<float> s(kTiled ? 0 : max_len), acc(kTiled ? 0 : D);
 #pragma omp for schedule(dynamic, 1) nowait
@@ -151,7 +169,7 @@ void attention_typed(const T* q, const T* k, const T* v, T* out, const int32_t* 
       const Segment& sg = segs[t.seg];
       const int64_t head = (sg.b * H + t.h) * L + sg.start;  // token 0 of the q/k/v rows
       T* o = out + ((sg.b * L + sg.start) * H + t.h) * D;    // [len] rows of stride H * D
-#if NTE_AVX512
+#if NTE_ATTENTION_TILED
       if constexpr (kTiled) {
         worker->run(q + head * D, k + head * D, v + head * D, o, H * D, sg.len, t.q_begin, t.q_end,
                     t.seg * H + t.h);
@@ -180,7 +198,7 @@ void attention_cpu(const void* q, const void* k, const void* v, void* out, const
   cpu::dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     // fp16 is refused by ops.py; should it arrive anyway it takes the per-row loop.
-    constexpr bool kTiled = NTE_AVX512 && !std::is_same_v<T, cpu::f16_t>;
+    constexpr bool kTiled = NTE_ATTENTION_TILED && !std::is_same_v<T, cpu::f16_t>;
     attention_typed<T, kTiled>(static_cast<const T*>(q), static_cast<const T*>(k),
                                static_cast<const T*>(v), static_cast<T*>(out), lengths,
                                cu_seqlens, n_seqs, B, H, L, D);
