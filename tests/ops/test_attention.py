@@ -82,6 +82,30 @@ def test_no_lengths_means_all_tokens(dtype):
     _check(q, k, v)
 
 
+# Around the vector kernels' tile edges: 16-key blocks and 6- / 8-row query strips, 60- /
+# 64-row query blocks, 512-key tiles (AVX2 and AVX-512 workers).
+TILE_LENGTHS = [1, 15, 16, 17, 63, 64, 65, 511, 513]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [8, 24, 32, 64, 75, 128])
+@pytest.mark.parametrize("length", TILE_LENGTHS)
+def test_tile_boundaries(dtype, d, length):
+    """One row of `length` tokens, and a padded row one token shorter next to it."""
+    lengths = torch.tensor([length, max(1, length - 1)])
+    _check(*_qkv(2, 2, length, d, dtype), lengths)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [32, 75])
+def test_packed_tile_boundaries(dtype, d):
+    """Packed segments whose lengths sit on both sides of the block and tile edges."""
+    cu = torch.tensor([0, *torch.tensor(TILE_LENGTHS).cumsum(0).tolist()], dtype=torch.int32)
+    q, k, v = _qkv(1, 2, int(cu[-1]) + 3, d, dtype)
+    got = _check(q, k, v, cu_seqlens=cu)
+    assert torch.count_nonzero(got[0, int(cu[-1]):]) == 0
+
+
 @pytest.mark.parametrize("d", [24, 75])  # 75: AgroNT-1B's (odd) head size
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cu", [[0, 300], [0, 1, 40, 41, 170, 299], [0, 5, 6, 260]],

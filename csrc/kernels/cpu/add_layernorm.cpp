@@ -13,7 +13,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/cpu/avx512.h"
+#include "kernels/cpu/cpu_vec.h"
 #include "kernels/kernels.h"
 
 namespace ntengine {
@@ -59,6 +59,36 @@ inline void add_layernorm_row(const T* __restrict x, const T* __restrict d, cons
     c = _mm512_mul_ps(c, vrstd);
     const __m512 wv = _mm512_maskz_loadu_ps(m, w + i), bv = _mm512_maskz_loadu_ps(m, b + i);
     cpu::store16(y + i, _mm512_fmadd_ps(c, wv, bv), m);
+  });
+#elif NTE_AVX2
+  // The AVX-512 algorithm on 8 lanes; partial chunks load 0 past E, so they add nothing.
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  cpu::for_chunks16x8(E, [&](int64_t i, int u, int64_t n) {
+    if (n <= 0) return;
+    const __m256 v = _mm256_add_ps(cpu::load8(x + i, n), cpu::load8(d + i, n));
+    const __m256 r = cpu::store8_rounded(s + i, v, n);  // the statistics see the rounded sum
+    if constexpr (kCopy) cpu::store8(s32 + i, r, n);
+    acc[u] = _mm256_add_ps(acc[u], r);
+  });
+  const float mean0 = cpu::hsum8(_mm256_add_ps(acc[0], acc[1])) / static_cast<float>(E);
+  const __m256 vmean0 = _mm256_set1_ps(mean0);
+  __m256 sq[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  acc[0] = acc[1] = _mm256_setzero_ps();
+  cpu::for_chunks16x8(E, [&](int64_t i, int u, int64_t n) {
+    if (n <= 0) return;
+    __m256 c = _mm256_sub_ps(cpu::load8(s32 + i, n), vmean0);
+    if (n < 8) c = _mm256_and_ps(c, _mm256_castsi256_ps(cpu::lanes_below(n)));  // 0, not -mean0
+    acc[u] = _mm256_add_ps(acc[u], c);
+    sq[u] = _mm256_fmadd_ps(c, c, sq[u]);
+  });
+  const float shift = cpu::hsum8(_mm256_add_ps(acc[0], acc[1])) / static_cast<float>(E);
+  const float var = cpu::hsum8(_mm256_add_ps(sq[0], sq[1])) / static_cast<float>(E) - shift * shift;
+  const __m256 vshift = _mm256_set1_ps(shift);
+  const __m256 vrstd = _mm256_set1_ps(1.0f / std::sqrt(std::max(var, 0.0f) + eps));
+  cpu::for_chunks8(E, [&](int64_t i, int64_t n) {
+    __m256 c = _mm256_sub_ps(_mm256_sub_ps(cpu::load8(s32 + i, n), vmean0), vshift);
+    c = _mm256_mul_ps(c, vrstd);
+    cpu::store8(y + i, _mm256_fmadd_ps(c, cpu::load8(w + i, n), cpu::load8(b + i, n)), n);
   });
 #else
   float acc = 0.0f;

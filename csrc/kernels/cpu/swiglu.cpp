@@ -1,12 +1,13 @@
 // SwiGLU on the CPU: out[n, f] = silu(x[n, f]) * x[n, F + f], fp32 math.
 //
 // Memory-bound (read 2F, write F per row) except for exp: silu uses the Cephes exp of
-// kernels/cpu/{scalar,avx512}.h (~2 ulp), 16 lanes at a time with AVX-512 when the build
-// targets it. Rows are split statically over OpenMP threads. (Streaming stores for outputs
-// beyond the L3 were tried: no gain outside noise in an in-process A/B at v2-50M.)
+// kernels/cpu/{scalar,avx512,avx2}.h (~2 ulp), 16 lanes at a time with AVX-512 or 8 with
+// AVX2 + FMA when the build targets it. Rows are split statically over OpenMP threads.
+// (Streaming stores for outputs beyond the L3 were tried: no gain outside noise in an
+// in-process A/B at v2-50M.)
 #include <type_traits>
 
-#include "kernels/cpu/avx512.h"
+#include "kernels/cpu/cpu_vec.h"
 #include "kernels/kernels.h"
 
 namespace ntengine {
@@ -21,6 +22,21 @@ inline void swiglu_row(const T* __restrict a, const T* __restrict g, T* __restri
     cpu::prefetch(g + f, cpu::kPrefetchBytes);
     const __m512 v = _mm512_mul_ps(cpu::silu16(cpu::load16(a + f, m)), cpu::load16(g + f, m));
     cpu::store16(o + f, v, m);
+  });
+#elif NTE_AVX2
+  // Two chunks per step: the exp's dependent chain is long, two in flight hide it.
+  int64_t f = 0;
+  for (; f + 16 <= F; f += 16) {
+    cpu::prefetch(a + f, cpu::kPrefetchBytes);
+    cpu::prefetch(g + f, cpu::kPrefetchBytes);
+    const __m256 v0 = _mm256_mul_ps(cpu::silu8(cpu::load8(a + f)), cpu::load8(g + f));
+    const __m256 v1 = _mm256_mul_ps(cpu::silu8(cpu::load8(a + f + 8)), cpu::load8(g + f + 8));
+    cpu::store8(o + f, v0);
+    cpu::store8(o + f + 8, v1);
+  }
+  cpu::for_chunks8(F - f, [&](int64_t i, int64_t live) {  // tail: lanes past F read 0, not stored
+    const __m256 v = _mm256_mul_ps(cpu::silu8(cpu::load8(a + f + i, live)), cpu::load8(g + f + i, live));
+    cpu::store8(o + f + i, v, live);
   });
 #else
   for (int64_t f = 0; f < F; ++f)
