@@ -6,7 +6,6 @@ absolute times, in issues.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import platform
@@ -15,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+
+from ntengine.info import package_version
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,14 +50,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(package: str) -> str | None:
-    """Installed version from package metadata (no import: torch stays unloaded)."""
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def machine_info() -> dict:
     """CPU model, core counts, OS, and versions of python / numpy / torch."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
@@ -66,8 +59,8 @@ def machine_info() -> dict:
         "cores_usable": affinity,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "numpy": _version("numpy"),
-        "torch": _version("torch"),
+        "numpy": package_version("numpy"),
+        "torch": package_version("torch"),
         "cpu_flags": _ntengine_cpu().get("flags"),
         "cpu_isa": _ntengine_cpu().get("isa"),  # the CPU kernels' build in use (NTENGINE_CPU_ISA forces it)
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),

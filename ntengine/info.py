@@ -6,7 +6,8 @@ import importlib.metadata
 import platform
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
+    """Installed version from package metadata (no import: torch stays unloaded)."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -33,9 +34,9 @@ def info() -> dict:
         "platform": platform.platform(),
         **cpu.info(),
         "torch": torch.__version__,
-        "onnxruntime": _version("onnxruntime"),
-        "tensorrt": _version("tensorrt"),
-        "transformers": _version("transformers"),
+        "onnxruntime": package_version("onnxruntime"),
+        "tensorrt": package_version("tensorrt"),
+        "transformers": package_version("transformers"),
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "cuda_kernels": "ok" if cuda_ok else cuda_why,
         "_C_cuda": cuda_module,
