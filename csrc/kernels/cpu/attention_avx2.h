@@ -35,15 +35,18 @@ constexpr int64_t kRowsPerBlock = 10 * kRows;  // queries whose O rows are kept 
 constexpr int64_t kTileK = 512;              // keys per tile (a multiple of 16)
 
 /// 2^t for t <= ~0 (scores minus the running max, log2 units): t = n + f, |f| <= 1/2,
-/// 2^f by a minimax polynomial, 2^n built in the exponent bits. t is clamped at -127 so
-/// n >= -127, where the bits (n + 127) << 23 = 0 give exactly 0 (weights below 2^-126 of
-/// the row max are dropped: they cannot change an fp32 sum that holds a 1). Relative
-/// error: degree 5 2.3e-7 (fp32 storage), degree 3 7.5e-5 (bf16 outputs: 2e-3 per ulp).
+/// 2^f by a minimax polynomial times 2^n. t is clamped at -127 so n >= -127. n comes
+/// from the 1.5 * 2^23 rounding trick with the exponent bias folded into the constant:
+/// the low bits of t + kMagic are n + 127 (>= 0), which shifted into the exponent field
+/// give 2^n, and exactly 0 for n = -127 (weights below 2^-126 of the row max are dropped:
+/// they cannot change an fp32 sum that holds a 1). Relative error: degree 5 2.3e-7 (fp32
+/// storage), degree 3 7.5e-5 (bf16 outputs: 2e-3 per ulp).
 template <int kDegree>
 inline __m256 exp2_8(__m256 t) {
+  const __m256 magic = _mm256_set1_ps(12582912.0f + 127.0f);  // 1.5 * 2^23 + bias
   t = _mm256_max_ps(t, _mm256_set1_ps(-127.f));  // NaN (t second) stays NaN
-  const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256 f = _mm256_sub_ps(t, n);
+  const __m256 nb = _mm256_add_ps(t, magic);     // round to nearest: low bits n + 127
+  const __m256 f = _mm256_sub_ps(t, _mm256_sub_ps(nb, magic));
   __m256 p;
   if constexpr (kDegree == 5) {
     p = _mm256_fmadd_ps(_mm256_set1_ps(1.327647129073739e-3f), f, _mm256_set1_ps(9.675540961325169e-3f));
@@ -57,8 +60,7 @@ inline __m256 exp2_8(__m256 t) {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.932609677314758e-1f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.999280571937561e-1f));
   }
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(nb), 23)));
 }
 
 /// S[kRows, 16 * n_blk] = Q K^T: q [kRows][D] floats, k n_blk packed 16-key blocks
