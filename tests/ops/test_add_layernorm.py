@@ -57,6 +57,7 @@ def test_strided_and_transposed(device, dtype):
     _check(x3, torch.randn_like(x3), _norm(e, device, dtype))
 
 
+@pytest.mark.usefixtures("cpu_level")
 def test_large_mean_rows():
     """Rows far from zero mean, judged against float64 (the fp32 reference itself is off
     here: at mean 1e3 torch's fp32 layer_norm errs by 1.5e-4, we by 6e-7; at mean 1e5,
@@ -70,6 +71,7 @@ def test_large_mean_rows():
         assert rel_err(y, want) <= FP32, (mean, rel_err(y, want))
 
 
+@pytest.mark.usefixtures("cpu_level")
 def test_constant_rows():
     """Zero variance: normed is exactly the bias (no nan from a negative rounded variance)."""
     x = torch.full((3, 40), 7.25)
@@ -79,6 +81,7 @@ def test_constant_rows():
     assert torch.equal(y, norm.bias.detach().expand(3, 40))
 
 
+@pytest.mark.usefixtures("cpu_level")
 def test_bf16_sum_rounding_matches_torch():
     """The rounded bf16 sum equals torch's x + delta bit for bit: ties, overflow to inf,
     signed zeros, and subnormal results (the AVX512_BF16 conversion instruction alone
@@ -100,6 +103,7 @@ def test_bf16_sum_rounding_matches_torch():
     assert torch.equal(got.view(torch.int16), want.view(torch.int16))
 
 
+@pytest.mark.usefixtures("cpu_level")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_nan_propagates(dtype):
     x = torch.randn(3, 40).to(dtype)

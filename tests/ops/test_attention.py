@@ -11,6 +11,9 @@ import torch
 from ntengine import ops
 from tolerances import assert_matches_ref
 
+# Attention has CPU kernels only: every test runs at every ISA level this CPU has.
+pytestmark = pytest.mark.usefixtures("cpu_level")
+
 DTYPES = [torch.float32, torch.bfloat16]
 HEAD_SIZES = [8, 24, 32, 64, 128]
 # (B, H, L): one token, odd lengths below / across one key tile, 1000 tokens (many tiles).

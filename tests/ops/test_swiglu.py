@@ -42,6 +42,7 @@ def test_transposed_and_permuted(device, dtype):
     _check(torch.randn(6, 4, 2 * 16, device=device).to(dtype).permute(1, 0, 2))  # rows not uniform
 
 
+@pytest.mark.usefixtures("cpu_level")
 def test_silu_accuracy_over_exp_range():
     """silu (our exp) vs float64, elementwise, over the whole fp32 exp range.
 
@@ -57,6 +58,7 @@ def test_silu_accuracy_over_exp_range():
     assert rel <= 5e-7, f"silu max elementwise rel err {rel:.3g}"
 
 
+@pytest.mark.usefixtures("cpu_level")
 def test_silu_saturates_cleanly():
     """Far outside the exp range silu is x (large x) or ~0 (very negative x), never nan/inf."""
     x = torch.tensor([-1e30, -1e4, -100.0, -0.0, 0.0, 100.0, 1e4, 1e30])
@@ -67,6 +69,7 @@ def test_silu_saturates_cleanly():
     assert got[:3].abs().max() < 1e-30 and (got[:3] <= 0).all()
 
 
+@pytest.mark.usefixtures("cpu_level")
 def test_bf16_rounding_is_torchs():
     """fp32 -> bf16 output rounding equals torch's, bit for bit.
 
@@ -82,6 +85,7 @@ def test_bf16_rounding_is_torchs():
     assert torch.equal(got.view(torch.int16), want.view(torch.int16))
 
 
+@pytest.mark.usefixtures("cpu_level")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_propagates(dtype):
     x = torch.randn(3, 2 * 20).to(dtype)
