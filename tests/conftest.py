@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from isa import isa_params
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = SHARED / "fixtures" / "nt-reference"
 
@@ -38,3 +40,13 @@ def ecoli(shared_data) -> str:
     with gzip.open(shared_data / "genomes" / "ecoli_K12_MG1655_NC_000913.3.fna.gz", "rt") as f:
         next(f)
         return "".join(line.strip() for _, line in zip(range(800), f))
+
+
+@pytest.fixture(params=isa_params())
+def cpu_level(request) -> str:
+    """For CPU-only tests: the CPU kernels and tokenizer forced to each ISA level this
+    machine runs (the others skip with the reason)."""
+    from ntengine import cpu
+
+    with cpu.forced(request.param):
+        yield request.param

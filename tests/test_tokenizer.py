@@ -4,6 +4,7 @@ and a real soft-masked genome, C++ against the pure-Python twin."""
 import gzip
 import json
 import pickle
+import platform
 import re
 
 import numpy as np
@@ -16,6 +17,9 @@ from ntengine.tokenizer import (
     UnknownTokenError,
     encode_python,
 )
+
+# The C++ tokenizer has an SSE2 and an AVX2 build: every test runs on each this CPU has.
+pytestmark = pytest.mark.usefixtures("cpu_level")
 
 VERSIONS = ["v1", "v2"]
 TOKENIZERS = {}
@@ -329,3 +333,10 @@ def test_count_tokens_matches_batch_encode_and_names_the_index():
     np.testing.assert_array_equal(counts, tok.batch_encode(seqs).attention_mask.sum(1))
     with pytest.raises(InvalidSequenceError, match="sequence 2, position 3"):
         tok.count_tokens(["ACGT", "ACGT", "ACG-T"])
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 builds only")
+def test_the_tokenizer_build_follows_the_cpu_level(cpu_level):
+    from ntengine import _C
+
+    assert _C.simd_level() == ("sse2" if cpu_level == "baseline" else "avx2")

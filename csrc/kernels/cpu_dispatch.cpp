@@ -40,7 +40,9 @@ namespace {
 
 struct Features {
   bool avx2 = false, fma = false, f16c = false, os_avx = false;
-  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, os_avx512 = false;
+  bool bmi1 = false, bmi2 = false, lzcnt = false, movbe = false;  // the rest of x86-64-v3
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512cd = false;
+  bool os_avx512 = false;
   bool avx512_bf16 = false, amx_bf16 = false;
 };
 
@@ -76,6 +78,7 @@ const Features& features() {
     cpuid(1, 0, r);
     const bool osxsave = r[2] & (1u << 27);
     x.fma = r[2] & (1u << 12);
+    x.movbe = r[2] & (1u << 22);
     x.f16c = r[2] & (1u << 29);
     // The OS must save the wider registers on a context switch: XCR0 bits 1-2 (AVX) and
     // 5-7 (AVX-512 opmask and upper ZMM state).
@@ -85,7 +88,10 @@ const Features& features() {
     if (max_leaf >= 7) {
       cpuid(7, 0, r);
       const unsigned max_sub = r[0];
+      x.bmi1 = r[1] & (1u << 3);
       x.avx2 = r[1] & (1u << 5);
+      x.bmi2 = r[1] & (1u << 8);
+      x.avx512cd = r[1] & (1u << 28);
       x.avx512f = r[1] & (1u << 16);
       x.avx512dq = r[1] & (1u << 17);
       x.avx512bw = r[1] & (1u << 30);
@@ -95,6 +101,11 @@ const Features& features() {
         cpuid(7, 1, r);
         x.avx512_bf16 = r[0] & (1u << 5);
       }
+    }
+    cpuid(0x80000000u, 0, r);
+    if (r[0] >= 0x80000001u) {
+      cpuid(0x80000001u, 0, r);
+      x.lzcnt = r[2] & (1u << 5);
     }
 #endif
     return x;
@@ -113,11 +124,16 @@ std::string missing(const std::string& level) {
   need(f.os_avx && f.avx2, "AVX2");
   need(f.fma, "FMA");
   need(f.f16c, "F16C");
+  need(f.bmi1, "BMI1");
+  need(f.bmi2, "BMI2");
+  need(f.lzcnt, "LZCNT");
+  need(f.movbe, "MOVBE");
   if (level == "avx2") return out;
   need(f.os_avx512 && f.avx512f, "AVX512F");
   need(f.avx512bw, "AVX512BW");
   need(f.avx512vl, "AVX512VL");
   need(f.avx512dq, "AVX512DQ");
+  need(f.avx512cd, "AVX512CD");
   if (level == "avx512") return out;
   need(f.avx512_bf16, "AVX512_BF16");
   return out;
@@ -229,7 +245,8 @@ std::vector<std::string> cpu_flags() {
   const std::pair<bool, const char*> flags[] = {
       {f.os_avx && f.avx2, "avx2"},   {f.fma, "fma"},           {f.f16c, "f16c"},
       {f.os_avx512 && f.avx512f, "avx512f"}, {f.avx512bw, "avx512bw"}, {f.avx512vl, "avx512vl"},
-      {f.avx512dq, "avx512dq"},       {f.avx512_bf16, "avx512_bf16"}, {f.amx_bf16, "amx_bf16"}};
+      {f.avx512dq, "avx512dq"},       {f.avx512cd, "avx512cd"},   {f.avx512_bf16, "avx512_bf16"},
+      {f.amx_bf16, "amx_bf16"},       {f.bmi2, "bmi2"},           {f.movbe, "movbe"}};
   for (const auto& [ok, name] : flags)
     if (ok) out.push_back(name);
   return out;

@@ -1,7 +1,8 @@
 // Run-time choice among the builds of the CPU kernels, one per x86-64 ISA level.
 //
-// Every file in kernels/cpu/ is compiled once per level (CMakeLists.txt: baseline, AVX2 +
-// FMA + F16C, AVX-512 F/BW/VL/DQ, AVX-512 + BF16), each build in a namespace of its own
+// Every file in kernels/cpu/ is compiled once per level (CMakeLists.txt: baseline,
+// x86-64-v3 = AVX2 + FMA + F16C + BMI1/2 + LZCNT + MOVBE, x86-64-v4 = + AVX-512
+// F/BW/CD/DQ/VL, and v4 + AVX512_BF16), each build in a namespace of its own
 // (ntengine_<level>), as ATen's CPU_CAPABILITY builds are, so no inline function compiled
 // for a wider ISA can be linked into a narrower build. Each build exports one table of
 // plain function pointers (below); the kernels.h functions choose a table once, from

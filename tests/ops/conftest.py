@@ -29,13 +29,6 @@ def device(request):
         yield "cpu"
 
 
-@pytest.fixture(params=isa_params())
-def cpu_level(request) -> str:
-    """For CPU-only tests: the CPU kernels forced to each ISA level this machine runs."""
-    with cpu.forced(request.param):
-        yield request.param
-
-
 @pytest.fixture(autouse=True)
 def _seed(request):
     """Fresh inputs per test case, reproducible from its id."""
