@@ -21,7 +21,7 @@ _GAMMA_BETA = re.compile(r"^(.*(?:LayerNorm|layer_norm)[^.]*)\.(gamma|beta)$")
 _BARE_PREFIXES = ("embeddings.", "encoder.", "pooler.", "contact_head.")
 
 
-def _unused_shapes(config: NTConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+def unused_shapes(config: NTConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     """HF keys published files carry that NT's forward never reads: expected shape and why."""
     e, rows = config.embed_dim, config.max_positions + 2
     unused = {
@@ -141,7 +141,7 @@ def _check_inv_freq(config: NTConfig, stored: dict[str, torch.Tensor], problems:
             )
 
 
-def _canonical_keys(tensors: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
+def canonical_keys(tensors: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
     """Keys as InstaDeep's files spell them: "esm." prefixed, LayerNorm weight/bias."""
     if not any(k.startswith("esm.") for k in tensors) and any(k.startswith(_BARE_PREFIXES) for k in tensors):
         tensors = {("esm." + k if k.startswith(_BARE_PREFIXES) else k): v for k, v in tensors.items()}
@@ -161,12 +161,13 @@ def _canonical_keys(tensors: dict[str, torch.Tensor], notes: list[str]) -> dict[
 
 def _tie_decoder(tensors: dict[str, torch.Tensor], notes: list[str], problems: list[str]) -> None:
     """tie_word_embeddings: the LM-head decoder is the word-embedding matrix (not stored)."""
-    embeddings = tensors.get("esm.embeddings.word_embeddings.weight")
-    decoder = tensors.get("lm_head.decoder.weight")
+    embeddings_key, decoder_key = (external_names(name, "hf")[0]
+                                   for name in ("embed_tokens.weight", "lm_head.decoder.weight"))
+    embeddings, decoder = tensors.get(embeddings_key), tensors.get(decoder_key)
     if embeddings is None:
         return  # reported as missing by the strict match
     if decoder is None:
-        tensors["lm_head.decoder.weight"] = embeddings.clone()
+        tensors[decoder_key] = embeddings.clone()
         notes.append("LM-head decoder tied to the word embeddings (tie_word_embeddings)")
     elif torch.equal(decoder, embeddings):
         notes.append("LM-head decoder tied to the word embeddings (tie_word_embeddings; the stored copy is equal)")
@@ -182,7 +183,7 @@ def load_hf(folder: Path, trust_pickle: bool) -> Checkpoint:
     hf_config = json.loads((folder / "config.json").read_text())
     report = LoadReport(source=str(folder), folder=str(folder), layout="hf")
     stored, report.files = _read_hf_tensors(folder, trust_pickle)
-    tensors = _canonical_keys(stored, report.notes)
+    tensors = canonical_keys(stored, report.notes)
     problems: list[str] = []
     config = config_from_hf(hf_config, lm_head=any(k.startswith("lm_head.") for k in tensors))
     if not config.lm_head:
@@ -194,7 +195,7 @@ def load_hf(folder: Path, trust_pickle: bool) -> Checkpoint:
     if head is not None:
         report.notes.append(f"task head: {head[0]['source']} ({head[0]['num_outputs']} outputs)")
     hf_to_ours = {external_names(name, "hf")[0]: name for name in expected_shapes(config)}
-    unused = _unused_shapes(config)
+    unused = unused_shapes(config)
     found, unplaced, inv_freq = {}, {}, {}
     for key, value in tensors.items():
         if key in hf_to_ours:

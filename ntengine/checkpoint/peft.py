@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ntengine.checkpoint.common import Checkpoint, CheckpointError, refuse_pickle
-from ntengine.checkpoint.hf import _BARE_PREFIXES, _unused_shapes
+from ntengine.checkpoint.hf import canonical_keys, unused_shapes
 from ntengine.checkpoint.names import external_names
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -86,12 +86,10 @@ def merge_adapter(ckpt: Checkpoint, folder: Path, trust_pickle: bool = False) ->
         raise CheckpointError(f"{folder}: {', '.join(unsupported) or 'DoRA'} adapters are not supported")
     # Keys as the base's: PEFT names a wrapped layer's own tensors `<module>.base_layer.<param>`,
     # and an adapter on transformers' bare EsmModel has no "esm." prefix.
-    tensors = {k.replace(".base_layer.", "."): v for k, v in tensors.items()}
-    if not any(k.startswith("esm.") for k in tensors):
-        tensors = {("esm." + k if k.startswith(_BARE_PREFIXES) else k): v for k, v in tensors.items()}
+    tensors = canonical_keys({k.replace(".base_layer.", "."): v for k, v in tensors.items()}, [])
     hf_to_ours = {external_names(name, "hf")[0]: name for name in ckpt.state}
     state, problems, lora, merged, skipped = ckpt.state, [], {}, 0, set()
-    unused = _unused_shapes(ckpt.config)
+    unused = unused_shapes(ckpt.config)
 
     def ours(module: str, param: str = "weight") -> str | None:
         """Our name of an adapted tensor; None (and why) for one we cannot or need not place."""
