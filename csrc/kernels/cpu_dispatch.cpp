@@ -24,15 +24,15 @@
 #endif
 
 // One entry per level CMake built (NTE_CPU_BUILT_<LEVEL> defined for each).
-extern "C" const NteCpuKernelTable* nte_cpu_kernels_baseline();
+extern "C" const NteCpuKernelTable* nte_cpu_baseline();
 #ifdef NTE_CPU_BUILT_AVX2
-extern "C" const NteCpuKernelTable* nte_cpu_kernels_avx2();
+extern "C" const NteCpuKernelTable* nte_cpu_avx2();
 #endif
 #ifdef NTE_CPU_BUILT_AVX512
-extern "C" const NteCpuKernelTable* nte_cpu_kernels_avx512();
+extern "C" const NteCpuKernelTable* nte_cpu_avx512();
 #endif
 #ifdef NTE_CPU_BUILT_AVX512_BF16
-extern "C" const NteCpuKernelTable* nte_cpu_kernels_avx512_bf16();
+extern "C" const NteCpuKernelTable* nte_cpu_avx512_bf16();
 #endif
 
 namespace ntengine {
@@ -140,15 +140,15 @@ std::string missing(const std::string& level) {
 }
 
 const NteCpuKernelTable* table_for(const std::string& level) {
-  if (level == "baseline") return nte_cpu_kernels_baseline();
+  if (level == "baseline") return nte_cpu_baseline();
 #ifdef NTE_CPU_BUILT_AVX2
-  if (level == "avx2") return nte_cpu_kernels_avx2();
+  if (level == "avx2") return nte_cpu_avx2();
 #endif
 #ifdef NTE_CPU_BUILT_AVX512
-  if (level == "avx512") return nte_cpu_kernels_avx512();
+  if (level == "avx512") return nte_cpu_avx512();
 #endif
 #ifdef NTE_CPU_BUILT_AVX512_BF16
-  if (level == "avx512_bf16") return nte_cpu_kernels_avx512_bf16();
+  if (level == "avx512_bf16") return nte_cpu_avx512_bf16();
 #endif
   return nullptr;
 }

@@ -3,7 +3,7 @@
 // Every file in kernels/cpu/ is compiled once per level (CMakeLists.txt: baseline,
 // x86-64-v3 = AVX2 + FMA + F16C + BMI1/2 + LZCNT + MOVBE, x86-64-v4 = + AVX-512
 // F/BW/CD/DQ/VL, and v4 + AVX512_BF16), each build in a namespace of its own
-// (ntengine_<level>), as ATen's CPU_CAPABILITY builds are, so no inline function compiled
+// (ntengine_cpu_<level>), as ATen's CPU_CAPABILITY builds are, so no inline function compiled
 // for a wider ISA can be linked into a narrower build. Each build exports one table of
 // plain function pointers (below); the kernels.h functions choose a table once, from
 // cpuid, or from NTENGINE_CPU_ISA / set_cpu_isa(). Nothing depends on the build machine.

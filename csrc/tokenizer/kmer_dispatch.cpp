@@ -11,9 +11,9 @@ struct NteTokenizerTable {  // as in kmer_entry.cpp
   const char* (*simd_level)();
 };
 
-extern "C" const NteTokenizerTable* nte_tokenizer_baseline();
+extern "C" const NteTokenizerTable* nte_tok_baseline();
 #ifdef NTE_TOK_BUILT_AVX2
-extern "C" const NteTokenizerTable* nte_tokenizer_avx2();
+extern "C" const NteTokenizerTable* nte_tok_avx2();
 #endif
 
 namespace ntengine::kmer {
@@ -21,9 +21,9 @@ namespace {
 
 const NteTokenizerTable& table() {
 #ifdef NTE_TOK_BUILT_AVX2
-  if (ntengine::cpu_isa() != "baseline") return *nte_tokenizer_avx2();
+  if (ntengine::cpu_isa() != "baseline") return *nte_tok_avx2();
 #endif
-  return *nte_tokenizer_baseline();
+  return *nte_tok_baseline();
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // This build's table of kernels (see kernels/cpu_isa.h). Compiled once per ISA level with
-// -Dntengine=ntengine_<level> and NTE_CPU_ENTRY=nte_cpu_kernels_<level>.
+// -Dntengine=ntengine_cpu_<level> and NTE_CPU_ENTRY=nte_cpu_<level>.
 #include "kernels/cpu_isa.h"
 #include "kernels/kernels.h"
 
