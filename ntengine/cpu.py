@@ -18,11 +18,13 @@ _applied = False
 
 
 def _lib():
-    from ntengine import ops
-
-    if ops._C is None or not hasattr(ops._C, "cpu_isa"):
+    try:  # ntengine._C directly, not through ops: the tokenizer asks too, without torch
+        from ntengine import _C
+    except ImportError:
+        _C = None
+    if _C is None or not hasattr(_C, "cpu_isa"):
         raise RuntimeError("ntengine._C was built without the CPU kernels: reinstall with `pip install -e .`")
-    return ops._C
+    return _C
 
 
 def _apply_env() -> None:

@@ -185,6 +185,9 @@ class Tokenizer:
         if _C is None:
             raise ImportError("ntengine._C is not built; run `pip install -e .` in the repository "
                               f"({_C_IMPORT_ERROR})")
+        from ntengine import cpu
+
+        cpu.isa()  # a bad NTENGINE_CPU_ISA is an error here too: the C++ tokenizer has ISA builds
         self.version, self.strict, self.invalid = version, strict, invalid
         self.max_length = None if max_length is None else int(max_length)
         self.num_threads = int(num_threads)

@@ -82,6 +82,8 @@ def test_forcing_a_level_the_cpu_lacks_is_refused(fixtures_dir, monkeypatch):
     monkeypatch.setattr(cpu, "_applied", False)
     with pytest.raises(RuntimeError, match=f"NTENGINE_CPU_ISA={lacking[-1]}: .*lacks"):
         ntengine.compile(fixtures_dir / "v2_tiny", backend="fused")
+    with pytest.raises(RuntimeError, match=f"NTENGINE_CPU_ISA={lacking[-1]}: .*lacks"):
+        ntengine.Tokenizer()  # the tokenizer alone, without torch, refuses it too
     monkeypatch.setenv(cpu.ENV, "sse9")
     with pytest.raises(RuntimeError, match="unknown CPU ISA level 'sse9'"):
         ntengine.compile(fixtures_dir / "v2_tiny", backend="fused")
