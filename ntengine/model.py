@@ -105,6 +105,9 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(f, e, bias=not self.glu)
 
     def forward(self, x):
+        return ops.row_tiled(self._rows, x, self.fc1.out_features)
+
+    def _rows(self, x):
         h = ops.linear(x, self.fc1)
         # GLU: rows [0, F) of fc1 go through SiLU, [F, 2F) are linear. v1: exact (erf) GELU.
         return ops.linear(ops.swiglu(h) if self.glu else F.gelu(h), self.fc2)

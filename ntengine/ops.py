@@ -122,6 +122,25 @@ def linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
 
 
+# The CPU fused path runs row-local work (the FFN) over tiles of rows so that its widest
+# intermediate stays about this size: it then lives in L2/L3 instead of streaming through
+# DRAM and through fresh allocations that glibc maps (and page-faults) anew on every call.
+# 8 MiB (512 rows at NT-v2-50M, fp32) measured best of 4, 8, 16 MiB and untiled on Zen 3:
+# 1.03x, 1.11x, 1.09x the untiled engine at 1x1000, 1x2048, 8x1000 tokens.
+CPU_TILE_BYTES = 8 << 20
+
+
+def row_tiled(fn, x: torch.Tensor, widest: int) -> torch.Tensor:
+    """fn(x) for a row-local fn over x [..., E], in tiles of rows on the CPU in "fused" mode
+    (whole elsewhere: a GPU wants the big GEMM). widest: the widest intermediate's columns."""
+    flat = x.reshape(-1, x.shape[-1])
+    tile = max(64, CPU_TILE_BYTES // (widest * x.element_size()))
+    if _MODE == "torch" or x.device.type != "cpu" or flat.shape[0] <= tile:
+        return fn(x)
+    parts = [fn(flat[start:start + tile]) for start in range(0, flat.shape[0], tile)]
+    return torch.cat(parts).reshape(*x.shape[:-1], parts[0].shape[-1])
+
+
 def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 

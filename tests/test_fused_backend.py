@@ -116,6 +116,24 @@ def test_fused_matches_reference_at_v2_50m_shape(v2_50m, ecoli, dtype):
         assert err <= 2 * ref_err, (err, ref_err)
 
 
+def test_ffn_row_tiles_give_the_untiled_result(v2_50m, ecoli, monkeypatch):
+    """The CPU FFN runs in tiles of rows (ops.row_tiled); 2000 rows in tiles of 64 end
+    in a partial tile, and must give what one untiled FFN gives."""
+    from ntengine import ops
+    fused = ntengine.compile(v2_50m, backend="fused")
+    seqs = [ecoli[:6000], ecoli[6000:6500]]
+    monkeypatch.setattr(ops, "CPU_TILE_BYTES", 1 << 40)
+    whole = fused.embed(seqs, pooling="none", batch_size=2)
+    calls = []
+    swiglu = ops.swiglu
+    monkeypatch.setattr(ops, "swiglu", lambda h: calls.append(h.shape[0]) or swiglu(h))
+    monkeypatch.setattr(ops, "CPU_TILE_BYTES", 1)  # the 64-row minimum
+    tiled = fused.embed(seqs, pooling="none", batch_size=2)
+    assert max(calls) == 64 and min(calls) < 64, calls[:40]
+    for t, w in zip(tiled, whole):
+        assert rel_err(t, w) <= FP32
+
+
 def test_fused_padding_invariance(v2_50m, ecoli):
     fused = ntengine.compile(v2_50m, backend="fused")
     seqs = [ecoli[:1200], ecoli[1200:1206], ecoli[2000:2700]]
