@@ -25,17 +25,34 @@ def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict:
 
     Returns seconds: {"median", "q1", "q3", "iqr", "min", "times"}.
     """
+    return timeit_interleaved({"fn": fn}, repeats, warmup)["fn"]
+
+
+def timeit_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict:
+    """`timeit` of several functions, run round-robin (one call of each per round, the
+    order rotating): a slow spell of a shared machine then hits every function alike
+    instead of whichever ran during it, so ratios between them stay meaningful.
+
+    Returns {name: timeit's dict}.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: _summary(t) for name, t in times.items()}
+
+
+def _summary(times: list[float]) -> dict:
     # Why "inclusive": with few repeats it keeps the quartiles inside the observed range.
-    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if repeats > 1 else times * 3
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else times * 3
     return {"median": statistics.median(times), "q1": q1, "q3": q3, "iqr": q3 - q1,
             "min": min(times), "times": times}
 

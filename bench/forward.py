@@ -4,7 +4,8 @@
     python bench/forward.py --preset v2-100m --shapes 8x1000 -r 5
 
 Every engine runs the same random-weight model (`init_random_weights`, seed 0) on the
-same real E. coli windows, in one process, so ratios between rows are meaningful.
+same real E. coli windows, in one process, timed round-robin (one forward of each engine per
+round), so ratios between rows are meaningful even on a noisy shared machine.
 "tokens/s" counts real tokens through the encoder (the embeddings; no LM head).
 
 FLOP formula (multiply-add = 2 FLOPs), per token and layer, for width E, FFN width F
@@ -22,12 +23,14 @@ Results: a table on stdout, JSON and a PNG under bench/results/.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from pathlib import Path
+from functools import partial
 
 import torch
 
-from common import RESULTS, machine_info, print_table, timeit, write_json
+from common import RESULTS, machine_info, print_table, timeit, timeit_interleaved, write_json
 from ntengine import cpu
 from ntengine.config import NTConfig
 from ntengine.engine import Engine, fused_status
@@ -118,7 +121,7 @@ def main() -> None:
     parser.add_argument("--preset", default="v2-50m", help="published shape (default v2-50m)")
     parser.add_argument("--shapes", default=SHAPES, help=f"BATCHxTOKENS list (default {SHAPES})")
     parser.add_argument("-r", "--repeats", type=int, default=5, help="timed runs per case (default 5)")
-    parser.add_argument("--engines", default="all", help="comma list of eager-float32, fused-bfloat16, ...")
+    parser.add_argument("--engines", default="all", help="comma list of eager-float32, fused-bfloat16, ... (eager-float32, the baseline, always runs)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: eager/fused run there; "
                         "onnxruntime runs with cpu, tensorrt (float16) with cuda")
     parser.add_argument("--mixed", type=int, default=32,
@@ -132,7 +135,7 @@ def main() -> None:
     engines = {}
     for label, backend, dtype in ENGINES:
         name = f"{label}-{dtype}"
-        if args.engines != "all" and name not in args.engines.split(","):
+        if args.engines != "all" and name not in args.engines.split(",") and name != "eager-float32":
             continue
         if DEVICE_SKIPS[device.type] & {backend, dtype}:
             continue
@@ -152,21 +155,28 @@ def main() -> None:
         enc = next(iter(engines.values())).tokenizer.batch_encode(genome_windows(batch, tokens))
         assert enc.ids.shape == (batch, tokens)
         ceilings = {}
+        for engine in engines.values():
+            if engine.dtype not in ceilings:
+                ceilings[engine.dtype] = gemm_ceiling(cfg, batch * tokens, engine.dtype, args.repeats, device)
+        timings = timeit_interleaved(
+            {name: partial(engine.forward, enc.ids, enc.attention_mask, logits=False)
+             for name, engine in engines.items()}, repeats=args.repeats)
         for name, engine in engines.items():
-            dtype = engine.dtype
-            if dtype not in ceilings:
-                ceilings[dtype] = gemm_ceiling(cfg, batch * tokens, dtype, args.repeats, device)
-            t = timeit(lambda: engine.forward(enc.ids, enc.attention_mask, logits=False), repeats=args.repeats)
+            dtype, t = engine.dtype, timings[name]
             tok_s = batch * tokens / t["median"]
             isa = cpu.isa() if engine.backend == "fused" and device.type == "cpu" else "-"
             rows.append({"shape": shape, "engine": name, "isa": isa,
                          "median_ms": t["median"] * 1e3, "iqr_ms": t["iqr"] * 1e3,
                          "tokens_per_s": tok_s, "gflops": tok_s * flops_per_token(cfg, tokens) / 1e9,
                          **ceilings[dtype]})
-        base = next(r for r in rows if r["shape"] == shape and r["engine"] == "eager-float32")["tokens_per_s"]
+        # Each round timed every engine back to back: the ratio is the median of the
+        # per-round ratios, which a slow spell of the machine shifts least.
+        base = timings["eager-float32"]["times"]
         for r in rows:
             if r["shape"] == shape:
-                r["vs_eager_fp32"] = r["tokens_per_s"] / base
+                ratios = sorted(b / t for b, t in zip(base, timings[r["engine"]]["times"]))
+                r["vs_eager_fp32"] = statistics.median(ratios)
+                r["vs_eager_range"] = f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
         print(f"done {shape}", flush=True)
 
     mixed = mixed_lengths(cfg, engines, args) if args.mixed else []
