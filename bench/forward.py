@@ -184,7 +184,7 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine_info()["cpu"]
     print(f"\n{args.preset}, {where}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print_table(rows, ["shape", "engine", "isa", "median_ms", "iqr_ms", "tokens_per_s", "gflops", "gemm_default_gflops",
-                       "gemm_onednn_gflops", "vs_eager_fp32"])
+                       "gemm_onednn_gflops", "vs_eager_fp32", "vs_eager_range"])
     if mixed:
         print(f"\nembed() of {args.mixed} sequences of 64..2048 tokens (seeded), batch size 8:")
         print_table(mixed, ["engine", "layout", "median_s", "iqr_s", "tokens_per_s", "padding_fraction"])
