@@ -326,6 +326,22 @@ def test_real_genome_windows(chr2):
         assert tok().decode(ids) == window.upper()
 
 
+def test_base_runs_of_every_length_before_an_n_and_the_buffer_end(chr2):
+    """The 6-mer fill takes 4 tokens per step where a 32-byte load fits (AVX2): every run
+    length 0..100, ending at an N or at the end of the buffer, at every phase."""
+    bases = chr2[200_000:200_200]  # soft-masked and plain bases, no N
+    seqs = [bases[:n] + tail for n in range(101) for tail in ("", "N", "NacgtTG")]
+    enc = Tokenizer(num_threads=1).batch_encode(seqs)
+    for row, seq in enumerate(seqs):
+        _assert_row(enc, row, *encode_python(seq))
+    for n in range(101):  # bytes objects: the data ends exactly where the run does
+        data = bases[:n].encode()
+        ids, offsets = tok().encode_with_offsets(data)
+        want_ids, want_offsets = encode_python(data)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_array_equal(offsets, want_offsets)
+
+
 def test_count_tokens_matches_batch_encode_and_names_the_index():
     tok = Tokenizer("v2")
     seqs = ["", "ACGTACGTN", "acgtnnACGTACGTACG", "N" * 13]
