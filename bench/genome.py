@@ -32,7 +32,7 @@ import torch
 
 from common import RESULTS, machine_info, print_table, timeit, write_json
 from ntengine import compile as compile_engine
-from ntengine.cli import init_checkpoint
+from ntengine.checkpoint import init_checkpoint
 from ntengine.genome.fasta import read_records
 from ntengine.genome.windows import default_window_bp, plan_windows
 

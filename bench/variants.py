@@ -25,7 +25,7 @@ import torch
 
 from common import RESULTS, machine_info, print_table, write_json
 from ntengine import compile as compile_engine
-from ntengine.cli import init_checkpoint
+from ntengine.checkpoint import init_checkpoint
 from ntengine.variants.vcf import score_variants
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

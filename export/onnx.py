@@ -72,7 +72,7 @@ class _Exported(nn.Module):
         return tuple(out[name].float() for name in self.outputs)
 
 
-def load_model(source, trust_pickle: bool = False, revision: str | None = None, adapter=None) -> NTModel:
+def export_model(source, trust_pickle: bool = False, revision: str | None = None, adapter=None) -> NTModel:
     """An fp32 CPU copy of the NTModel in `source`: a checkpoint (folder or hub id, with a PEFT
     `adapter` merged if given), an NTModel or an Engine (anything with an NTModel ``.model``).
     In-memory models are copied, not changed."""
@@ -81,13 +81,9 @@ def load_model(source, trust_pickle: bool = False, revision: str | None = None, 
         return copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     if not isinstance(source, (str, Path)):
         raise TypeError(f"export takes a checkpoint folder, an NTModel or a PyTorch Engine, not {type(model).__name__}")
-    from ntengine.checkpoint import load_checkpoint
+    from ntengine.checkpoint import load_model
 
-    ckpt = load_checkpoint(source, trust_pickle=trust_pickle, revision=revision, adapter=adapter)
-    with torch.device("meta"):
-        model = NTModel(ckpt.config)
-    model.load_state_dict(ckpt.state, strict=True, assign=True)
-    return model.float().eval()
+    return load_model(source, trust_pickle=trust_pickle, revision=revision, adapter=adapter)[0].float()
 
 
 def _example_inputs(model: NTModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +129,7 @@ def to_onnx(source, path, dtype: str = "float32", outputs: Sequence[str] = ("emb
     if validate and dtype == "bfloat16":
         raise ValueError("a bfloat16 ONNX file cannot be validated in onnxruntime (its CPU kernels have no bf16 "
                          "MatMul): pass validate=False / --no-validate, or build a TensorRT engine from it")
-    reference = load_model(source, trust_pickle)
+    reference = export_model(source, trust_pickle)
     wrapper = _Exported(copy.deepcopy(reference).to(DTYPES[dtype]), outputs).eval()
     cfg = reference.config
     path = Path(path)

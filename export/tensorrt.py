@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from ntengine.export.onnx import META_CONFIG, META_DTYPE, META_OUTPUTS, load_model, parse_outputs, to_onnx
+from ntengine.export.onnx import META_CONFIG, META_DTYPE, META_OUTPUTS, export_model, parse_outputs, to_onnx
 
 INSTALL_HINT = "pip install 'ntengine[tensorrt]' (TensorRT >= 10 for CUDA 13) on a machine with an NVIDIA GPU"
 META_PROFILE, META_TRT, META_GPU = "ntengine.profile", "tensorrt.version", "tensorrt.gpu"
@@ -143,7 +143,7 @@ def to_tensorrt(source, path, dtype: str = "float16", outputs: Sequence[str] = (
             beyond tolerance (1e-4 fp32, 1e-2 fp16, 5e-2 bf16, relative to max|reference|).
     """
     trt = require_tensorrt()  # before the minutes of export
-    reference = load_model(source, trust_pickle)
+    reference = export_model(source, trust_pickle)
     profile = resolve_profile(reference.config.max_positions, min_shape, opt_shape, max_shape)
     outputs = parse_outputs(outputs, reference.config.num_layers)[0]
     path = Path(path)

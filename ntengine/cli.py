@@ -14,24 +14,12 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def init_checkpoint(preset: str, out, seed: int = 0, layout: str = "hf") -> Path:
-    """Write a random-weight checkpoint of a published shape (for tests and benchmarks)."""
-    import torch
-
-    from ntengine.checkpoint import save_checkpoint
-    from ntengine.config import NTConfig
-    from ntengine.model import NTModel, init_random_weights
-
-    config = NTConfig.from_preset(preset)
-    torch.manual_seed(seed)
-    model = init_random_weights(NTModel(config), seed)
-    return save_checkpoint(out, config, model.state_dict(), layout=layout)
-
-
 # --------------------------------------------------------------------------- commands
 
 
 def _cmd_init(args) -> None:
+    from ntengine.checkpoint import init_checkpoint
+
     path = init_checkpoint(args.preset, args.output, seed=args.seed, layout=args.layout)
     _log(f"wrote a random-weight {args.preset} checkpoint ({args.layout} layout) to {path}")
 
@@ -128,6 +116,7 @@ def _cmd_train_probe(args) -> None:
 
 def _cmd_quickstart(args) -> None:
     import ntengine
+    from ntengine.checkpoint import init_checkpoint
     from ntengine.genome.job import embed_genome
 
     out = Path(args.output)
@@ -154,10 +143,10 @@ def _cmd_quickstart(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    from ntengine.export.onnx import load_model
+    from ntengine.export.onnx import export_model
 
     t0 = time.perf_counter()
-    source = load_model(args.checkpoint, args.trust_pickle, adapter=args.adapter) if args.adapter else args.checkpoint
+    source = export_model(args.checkpoint, args.trust_pickle, adapter=args.adapter) if args.adapter else args.checkpoint
     if args.format == "tensorrt":
         from ntengine.export import to_tensorrt
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ntengine.checkpoint import load_checkpoint
+from ntengine.checkpoint import load_checkpoint, load_model
 from ntengine.config import NTConfig
 from ntengine.model import NTModel
 from ntengine.tokenizer import Tokenizer
@@ -349,10 +349,7 @@ def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
                                    adapter=adapter)
             engine.head, engine.load_report = ckpt.head, ckpt.report
         return engine
-    ckpt = load_checkpoint(checkpoint, trust_pickle=trust_pickle, layout=layout, revision=revision, adapter=adapter)
-    with torch.device("meta"):
-        model = NTModel(ckpt.config)
-    model.load_state_dict(ckpt.state, strict=True, assign=True)
+    model, ckpt = load_model(checkpoint, trust_pickle=trust_pickle, layout=layout, revision=revision, adapter=adapter)
     engine = Engine(model, device=device, dtype=dtype, backend=backend, batch_size=batch_size, packed=packed)
     engine.head, engine.load_report = ckpt.head, ckpt.report
     return engine

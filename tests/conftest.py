@@ -42,6 +42,15 @@ def ecoli(shared_data) -> str:
         return "".join(line.strip() for _, line in zip(range(800), f))
 
 
+@pytest.fixture(scope="session")
+def v2_50m(tmp_path_factory) -> Path:
+    """One random-weight checkpoint of the published NT-v2-50M shape (seed 0, HF layout),
+    written once per session for every test that needs a real-sized model."""
+    from ntengine.checkpoint import init_checkpoint
+
+    return init_checkpoint("v2-50m", tmp_path_factory.mktemp("ckpt") / "v2-50m", seed=0)
+
+
 @pytest.fixture(params=isa_params())
 def cpu_level(request) -> str:
     """For CPU-only tests: the CPU kernels and tokenizer forced to each ISA level this

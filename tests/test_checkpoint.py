@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 import ntengine
 from ntengine.checkpoint import CheckpointError, detect_layout, load_checkpoint, save_checkpoint
-from ntengine.cli import init_checkpoint
+from ntengine.checkpoint import init_checkpoint
 from ntengine.config import PRESETS, NTConfig
 from tolerances import FP32, rel_err
 

@@ -6,17 +6,8 @@ import pytest
 import torch
 
 import ntengine
-from ntengine.cli import init_checkpoint
 from ntengine.tokenizer import InvalidSequenceError
 from tolerances import FP32, HALF, rel_err
-
-
-@pytest.fixture(scope="module")
-def v2_50m(tmp_path_factory):
-    """A random-weight checkpoint of the published NT-v2-50M shape."""
-    path = tmp_path_factory.mktemp("ckpt") / "v2-50m"
-    init_checkpoint("v2-50m", path, seed=0)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import ntengine
 from isa import SUPPORTED, isa_params
 from ntengine import cpu
 from ntengine.engine import DTYPES, fused_status
-from ntengine.cli import init_checkpoint
 from tolerances import FIXTURE, FP32, rel_err
 
 
@@ -87,13 +86,6 @@ def test_forcing_a_level_the_cpu_lacks_is_refused(fixtures_dir, monkeypatch):
     monkeypatch.setenv(cpu.ENV, "sse9")
     with pytest.raises(RuntimeError, match="unknown CPU ISA level 'sse9'"):
         ntengine.compile(fixtures_dir / "v2_tiny", backend="fused")
-
-
-@pytest.fixture(scope="module")
-def v2_50m(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "v2-50m"
-    init_checkpoint("v2-50m", path, seed=1)
-    return path
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

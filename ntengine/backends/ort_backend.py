@@ -68,10 +68,10 @@ def cached_export(checkpoint, dtype: str = "float32", trust_pickle: bool = False
     """Export `checkpoint` (with `adapter` merged) with every output (embeddings, logits,
     embeddings_1..N) once into the cache (see `cache_path`) and return the file."""
     from ntengine.export import to_onnx
-    from ntengine.export.onnx import load_model
+    from ntengine.export.onnx import export_model
 
     path = cache_path(checkpoint, "onnx", dtype, ".onnx", cache_dir, revision, adapter, trust_pickle)
     if not path.is_file():
-        model = load_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
+        model = export_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
         to_onnx(model, path, dtype=dtype, outputs=all_outputs(model.config))
     return path

@@ -72,7 +72,7 @@ def cached_build(checkpoint, dtype: str = "float16", trust_pickle: bool = False,
                  revision=None, adapter=None) -> Path:
     """Build `checkpoint` (with `adapter` merged) into a plan with every output and the default
     profile once per TensorRT version and GPU model, in the cache (see `cache_path`), and return it."""
-    from ntengine.export.onnx import load_model
+    from ntengine.export.onnx import export_model
     from ntengine.export.tensorrt import to_tensorrt
 
     trt = require_tensorrt()
@@ -80,7 +80,7 @@ def cached_build(checkpoint, dtype: str = "float16", trust_pickle: bool = False,
     path = cache_path(checkpoint, "tensorrt", f"{dtype}-trt{trt.__version__}-{gpu}", ".plan", cache_dir,
                       revision, adapter, trust_pickle)
     if not (path.is_file() and sidecar(path).is_file()):
-        model = load_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
+        model = export_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
         try:
             to_tensorrt(model, path, dtype=dtype, outputs=all_outputs(model.config),
                         timing_cache=path.parent / "timing.cache")

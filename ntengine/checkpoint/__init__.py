@@ -27,16 +27,17 @@ from pathlib import Path
 import torch
 
 from ntengine.checkpoint.common import Checkpoint, CheckpointError, LoadReport, match_strict
+from ntengine.checkpoint.heads import load_head
 from ntengine.checkpoint.hf import config_to_hf, load_hf
 from ntengine.checkpoint.hub import resolve_checkpoint
 from ntengine.checkpoint.jax import load_jax
 from ntengine.checkpoint.names import WEIGHT_NAMES, expected_shapes, external_names
 from ntengine.checkpoint.peft import ADAPTER_CONFIG, adapter_base, is_adapter, merge_adapter
 from ntengine.config import NTConfig
-from ntengine.train.heads import load_head
+from ntengine.model import NTModel, init_random_weights
 
 __all__ = ["Checkpoint", "CheckpointError", "LoadReport", "WEIGHT_NAMES", "detect_layout", "external_names",
-           "load_checkpoint", "resolve_checkpoint", "save_checkpoint"]
+           "init_checkpoint", "load_checkpoint", "load_model", "resolve_checkpoint", "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,27 @@ def load_checkpoint(path, trust_pickle: bool = False, layout: str | None = None,
         merge_adapter(ckpt, resolve_checkpoint(adapter, trust_pickle=trust_pickle), trust_pickle)
     log.debug("loaded %s: %s%s", path, ckpt.report.summary(), "".join(f"; {n}" for n in ckpt.report.notes))
     return ckpt
+
+
+def load_model(path, **load_options) -> tuple[NTModel, Checkpoint]:
+    """(the checkpoint's NTModel in eval mode, the `Checkpoint` it came from: report, head).
+
+    The weights keep their stored dtype and are not copied (the model is built on the meta
+    device and the loaded tensors assigned). load_options: those of `load_checkpoint`.
+    """
+    ckpt = load_checkpoint(path, **load_options)
+    with torch.device("meta"):
+        model = NTModel(ckpt.config)
+    model.load_state_dict(ckpt.state, strict=True, assign=True)
+    return model.eval(), ckpt
+
+
+def init_checkpoint(preset: str, out, seed: int = 0, layout: str = "hf") -> Path:
+    """Write a random-weight checkpoint of a published shape (for tests and benchmarks)."""
+    config = NTConfig.from_preset(preset)
+    torch.manual_seed(seed)
+    model = init_random_weights(NTModel(config), seed)
+    return save_checkpoint(out, config, model.state_dict(), layout=layout)
 
 
 def save_checkpoint(path, config: NTConfig, state_dict: dict[str, torch.Tensor], layout: str = "ntengine") -> Path:

@@ -79,7 +79,7 @@ class Checkpoint:
     """A loaded checkpoint: config, state dict under our names, report, optional task head.
 
     `head` is (head config, float32 nn.Module) for a fine-tuned model (see
-    `ntengine.train.heads`), else None.
+    `ntengine.checkpoint.heads`), else None.
     """
 
     config: NTConfig

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ntengine.checkpoint.common import Checkpoint, CheckpointError, LoadReport, match_strict, refuse_pickle
+from ntengine.checkpoint.heads import esm_head
 from ntengine.checkpoint.names import expected_shapes, external_names
 from ntengine.config import NTConfig
 
@@ -178,7 +179,6 @@ def _tie_decoder(tensors: dict[str, torch.Tensor], notes: list[str], problems: l
 
 
 def load_hf(folder: Path, trust_pickle: bool) -> Checkpoint:
-    from ntengine.train.heads import esm_head
 
     hf_config = json.loads((folder / "config.json").read_text())
     report = LoadReport(source=str(folder), folder=str(folder), layout="hf")

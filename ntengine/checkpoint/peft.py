@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ntengine.checkpoint.common import Checkpoint, CheckpointError, refuse_pickle
+from ntengine.checkpoint.heads import esm_head
 from ntengine.checkpoint.hf import canonical_keys, unused_shapes
 from ntengine.checkpoint.names import external_names
 
@@ -71,8 +72,6 @@ def _alpha(config: dict, module: str) -> float:
 
 def merge_adapter(ckpt: Checkpoint, folder: Path, trust_pickle: bool = False) -> Checkpoint:
     """Fold the PEFT adapter in `folder` into `ckpt` (in place) and return it."""
-    from ntengine.train.heads import esm_head
-
     config, tensors = read_adapter(folder, trust_pickle)
     kind = config.get("peft_type")
     if kind not in ("LORA", "IA3"):

@@ -23,7 +23,8 @@ from ntengine import ops
 from ntengine.checkpoint import save_checkpoint
 from ntengine.tokenizer import Tokenizer
 from ntengine.train.data import read_labelled
-from ntengine.train.heads import SequenceModel, save_head
+from ntengine.checkpoint.heads import save_head
+from ntengine.train.heads import SequenceModel
 from ntengine.train.ia3 import add_ia3, merge_ia3
 from ntengine.train.metrics import classification_metrics, regression_metrics, require_sklearn
 from ntengine.train.mlm import initial_model

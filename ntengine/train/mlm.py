@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ntengine import ops
-from ntengine.checkpoint import load_checkpoint, save_checkpoint
+from ntengine.checkpoint import load_model, save_checkpoint
 from ntengine.config import PRESETS, NTConfig
 from ntengine.model import NTModel, init_random_weights
 from ntengine.tokenizer import Tokenizer
@@ -86,10 +86,7 @@ def initial_model(source, seed: int = 0, trust_pickle: bool = False) -> NTModel:
         config = source if isinstance(source, NTConfig) else NTConfig.from_preset(source)
         torch.manual_seed(seed)
         return init_random_weights(NTModel(config), seed)
-    ckpt = load_checkpoint(source, trust_pickle=trust_pickle)
-    model = NTModel(ckpt.config)
-    model.load_state_dict(ckpt.state, strict=True)
-    return model.float()
+    return load_model(source, trust_pickle=trust_pickle)[0].float()
 
 
 def _resume_key(settings: dict) -> dict:

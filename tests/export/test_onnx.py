@@ -18,9 +18,9 @@ import onnx  # noqa: E402
 import ntengine  # noqa: E402
 from ntengine import ops  # noqa: E402
 from ntengine.backends.ort_backend import OrtModel  # noqa: E402
-from ntengine.cli import init_checkpoint, main  # noqa: E402
+from ntengine.cli import main  # noqa: E402
 from ntengine.export import to_onnx  # noqa: E402
-from ntengine.export.onnx import load_model  # noqa: E402
+from ntengine.export.onnx import export_model  # noqa: E402
 from ntengine.export.validate import compare, genome_batch, validate_onnx  # noqa: E402
 from tolerances import rel_err  # noqa: E402
 
@@ -47,16 +47,16 @@ def check(path, model, ids, mask, tol=ONNX_FP32):
 def tiny(fixtures_dir, tmp_path_factory):
     """{name: (fp32 artefact, reference model)} for the v1 and v2 fixtures."""
     out = tmp_path_factory.mktemp("onnx")
-    return {m: (to_onnx(fixtures_dir / m, out / f"{m}.onnx", outputs=OUTPUTS), load_model(fixtures_dir / m))
+    return {m: (to_onnx(fixtures_dir / m, out / f"{m}.onnx", outputs=OUTPUTS), export_model(fixtures_dir / m))
             for m in ("v1_tiny", "v2_tiny")}
 
 
 @pytest.fixture(scope="module")
-def v2_50m(tmp_path_factory):
-    """A random checkpoint of the published NT-v2-50M shape and its fp32 artefact."""
-    out = tmp_path_factory.mktemp("v2_50m")
-    ckpt = init_checkpoint("v2-50m", out / "ckpt")
-    return ckpt, to_onnx(ckpt, out / "model.onnx", outputs=("embeddings", "logits")), load_model(ckpt)
+def v2_50m_onnx(v2_50m, tmp_path_factory):
+    """The session's NT-v2-50M-shaped checkpoint, its fp32 artefact and the model."""
+    out = tmp_path_factory.mktemp("onnx")
+    ckpt = v2_50m
+    return ckpt, to_onnx(ckpt, out / "model.onnx", outputs=("embeddings", "logits")), export_model(ckpt)
 
 
 @pytest.mark.parametrize("name", ["v1_tiny", "v2_tiny"])
@@ -76,14 +76,14 @@ def test_opset_23_uses_onnx_attention(fixtures_dir, tmp_path):
     path = to_onnx(fixtures_dir / "v2_tiny", tmp_path / "a23.onnx", opset=23, outputs=("embeddings",))
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version == 23 and "Attention" in {n.op_type for n in proto.graph.node}
-    model = load_model(fixtures_dir / "v2_tiny")
+    model = export_model(fixtures_dir / "v2_tiny")
     for lengths in [(1,), (1,) * 8, (90, 3, 41)]:
         ids, mask = genome_batch(model.config, lengths, seed=2)
         check(path, model, ids, mask)
 
 
-def test_v2_50m_dynamic_shapes(v2_50m):
-    _, path, model = v2_50m
+def test_v2_50m_dynamic_shapes(v2_50m_onnx):
+    _, path, model = v2_50m_onnx
     errors = validate_onnx(path, model)  # the validation that to_onnx runs, explicitly
     assert max(r for _, r in errors.values()) <= ONNX_FP32
     for lengths in [(1,), tuple(range(300, 220, -10)), (2048,)]:  # 1 x <cls>; 8 padded rows; full context
@@ -92,8 +92,8 @@ def test_v2_50m_dynamic_shapes(v2_50m):
         check(path, model, ids, mask)
 
 
-def test_compile_onnx_engine_matches_torch_engine(v2_50m, tiny, fixtures_dir):
-    ckpt, path, _ = v2_50m
+def test_compile_onnx_engine_matches_torch_engine(v2_50m_onnx, tiny, fixtures_dir):
+    ckpt, path, _ = v2_50m_onnx
     ort, ref = ntengine.compile(path), ntengine.compile(ckpt)  # ref: fused where it runs
     assert ort.backend == "onnxruntime" and ort.config == ref.config
     seqs = ["ACGTAGGCTAGCATCGATCG" * 30, "ACGTTT", "NNACGTTAGCATCAGGAC" * 7]
@@ -179,7 +179,7 @@ def test_bfloat16_export_is_well_formed(fixtures_dir, tmp_path):
 
 def test_validation_fails_loudly(tiny):
     path, model = tiny["v2_tiny"]
-    wrong = load_model(model)
+    wrong = export_model(model)
     with torch.no_grad():
         wrong.final_norm.bias += 0.01
     with pytest.raises(ValueError, match=r"beyond 0.0001.*embeddings: max abs"):
@@ -189,7 +189,7 @@ def test_validation_fails_loudly(tiny):
 @pytest.mark.parametrize("name", ["v1_tiny", "v2_tiny"])
 def test_float16_export_runs_in_ort_cpu(fixtures_dir, tmp_path, name):
     path = to_onnx(fixtures_dir / name, tmp_path / "fp16.onnx", dtype="float16", outputs=("embeddings", "logits"))
-    model = load_model(fixtures_dir / name)
+    model = export_model(fixtures_dir / name)
     assert OrtModel(path).dtype == "float16"
     ids, mask = genome_batch(model.config, (70, 12, 1), seed=3)
     errors = check(path, model, ids, mask, tol=ONNX_FP16)
@@ -223,7 +223,7 @@ def v1_head75(tmp_path_factory):
     assert cfg.head_dim == 75
     ckpt = save_checkpoint(out / "ckpt", cfg, init_random_weights(NTModel(cfg), seed=75).state_dict())
     path = to_onnx(ckpt, out / "model.onnx", outputs=OUTPUTS)  # validates against torch itself
-    return ckpt, path, load_model(ckpt)
+    return ckpt, path, export_model(ckpt)
 
 
 def test_head_size_75_export_matches_torch_engine(v1_head75, ecoli):

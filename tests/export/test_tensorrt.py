@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import ntengine
-from ntengine.cli import init_checkpoint, main
+from ntengine.checkpoint import init_checkpoint
+from ntengine.cli import main
 from ntengine.export.tensorrt import require_tensorrt, resolve_profile, sidecar
 from ntengine.export.validate import compare, genome_batch
 from tolerances import rel_err

@@ -140,7 +140,7 @@ def test_ia3_trainable_fraction_at_published_size():
 
 def test_ia3_merge_is_exact_and_the_engine_runs_it(fixtures_dir, tmp_path):
     from ntengine.checkpoint import save_checkpoint
-    from ntengine.train.heads import load_head, save_head
+    from ntengine.checkpoint.heads import load_head, save_head
 
     backbone = initial_model(fixtures_dir / "v2_tiny")
     tok = Tokenizer("v2")
