@@ -16,6 +16,7 @@ import torch
 from ntengine.checkpoint import load_checkpoint, load_model
 from ntengine.config import NTConfig
 from ntengine.model import NTModel
+from ntengine.pooling import pool_mean, sorted_batches
 from ntengine.tokenizer import Tokenizer
 
 from ntengine import cpu, ops
@@ -196,10 +197,7 @@ class Engine:
             i = int(np.flatnonzero(counts > limit)[0])
             raise ValueError(f"sequence {i} has {counts[i]} tokens (including <cls>); this model "
                              f"takes at most {limit} (about {6 * (limit - 1)} bp): cut it into windows")
-        order = np.argsort(-counts, kind="stable")
-        size = batch_size or self.batch_size
-        for start in range(0, len(order), size):
-            rows = order[start:start + size]
+        for rows, _ in sorted_batches(counts, batch_size or self.batch_size):
             enc = self.tokenizer.batch_encode([seqs[i] for i in rows])
             real = int(counts[rows].sum())
             if self.packed:  # concatenate the group's sequences: [1, sum of lengths]
@@ -250,7 +248,7 @@ class Engine:
                 nucleotide = self.nucleotide_mask(ids)
                 if not nucleotide.any():
                     raise ValueError(f"sequence {i} has no nucleotide tokens to average")
-                results[i] = rows[nucleotide].mean(0)
+                results[i] = pool_mean(rows, nucleotide)
         if pooling == "none":
             return results
         return np.stack(results).astype(np.float32) if results else np.zeros((0, self.config.embed_dim), np.float32)

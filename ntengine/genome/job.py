@@ -25,6 +25,7 @@ import torch
 from ntengine.genome.fasta import FastaScan, has_acgt, open_sequences, reverse_complement, scan_fasta
 from ntengine.genome.store import STATUS, STATUS_DOC, FORMAT, create_or_open, done_chunks, write_chunk
 from ntengine.genome.windows import default_window_bp, plan_spans, read_bed, select_regions
+from ntengine.pooling import log_softmax, pool_mean, sorted_batches
 
 
 
@@ -128,18 +129,14 @@ class ChunkRunner:
         and per-token arrays when `out` is given (the forward strand)."""
         spec, engine, keep = self.spec, self.engine, prepared["keep"]
         lengths = enc.attention_mask.sum(1)
-        order = np.argsort(-lengths, kind="stable")
         pooled = np.empty((len(keep), engine.config.embed_dim), np.float32)
         key = "embeddings" if spec.layer is None else f"embeddings_{spec.layer}"
         layers = tuple(sorted({x for x in (spec.layer, spec.token_layer) if x}))
         want_logits = out is not None and spec.tracks
-        for lo in range(0, len(order), spec.batch_size):
-            rows = order[lo:lo + spec.batch_size]
-            width = int(lengths[rows].max())
+        for rows, width in sorted_batches(lengths, spec.batch_size):
             ids, mask = enc.ids[rows, :width], enc.attention_mask[rows, :width]
             res = engine.forward(ids, mask, layers=layers, logits=want_logits)
-            nucleotide = engine.nucleotide_mask(ids) & mask
-            pooled[rows] = (res[key] * nucleotide[..., None]).sum(1) / nucleotide.sum(1, keepdims=True)
+            pooled[rows] = pool_mean(res[key], engine.nucleotide_mask(ids) & mask)
             if out is None:
                 continue
             for j, r in enumerate(rows):
@@ -166,10 +163,8 @@ class ChunkRunner:
 
 
 def _logprob_entropy(logits: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log P(ids[t]) and the entropy (nats) of softmax(logits[t]), per token, in float64."""
-    x = logits.astype(np.float64)
-    x -= x.max(-1, keepdims=True)
-    logp = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    """log P(ids[t]) and the entropy (nats) of softmax(logits[t]), per token."""
+    logp = log_softmax(logits)
     entropy = -(np.exp(logp) * logp).sum(-1)
     return logp[np.arange(len(ids)), ids].astype(np.float32), entropy.astype(np.float32)
 

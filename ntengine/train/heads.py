@@ -8,6 +8,7 @@ from torch import nn
 
 from ntengine.checkpoint.heads import POOLINGS, TASKS
 from ntengine.model import NTModel
+from ntengine.pooling import pool_mean
 
 
 class SequenceModel(nn.Module):
@@ -28,8 +29,7 @@ class SequenceModel(nn.Module):
         emb = self.backbone(ids, mask, layers=() if self.layer is None else (self.layer,), logits=False)[key]
         if self.pooling == "cls":
             return emb[:, 0]
-        weight = (mask.bool() & ~torch.isin(ids, self.special_ids)).to(emb.dtype)[..., None]
-        return (emb * weight).sum(1) / weight.sum(1)
+        return pool_mean(emb, mask.bool() & ~torch.isin(ids, self.special_ids))
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.pooled(ids, mask).to(self.head.weight.dtype))

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ntengine.genome.fasta import reverse_complement
+from ntengine.pooling import log_softmax, pool_mean, sorted_batches
 from ntengine.variants.windows import build_windows, span_tokens, token_at
 
 SCORES = ("llr", "logit_diff", "l1", "l2", "cosine", "dot", "token_l1", "token_l2", "token_cosine", "token_dot")
@@ -94,7 +95,7 @@ class Scorer:
                 row, ref_id = logits[strand["mask_key"]]
                 alt_ids, alt_offsets = self.tokenizer.encode_with_offsets(strand["alt"])
                 alt_id = alt_ids[token_at(alt_offsets, len(alt_ids), strand["q"])]
-                logp = row - _logsumexp(row)
+                logp = log_softmax(row)
                 llr.append(logp[alt_id] - logp[ref_id])
                 diff.append(row[alt_id] - row[ref_id])
                 if strand["unmasked"]:
@@ -123,10 +124,7 @@ class Scorer:
         """(rows, ids, mask, offsets, lengths) batches of `seqs`, longest first."""
         enc = self.tokenizer.batch_encode(seqs)
         lengths = enc.attention_mask.sum(1)
-        order = np.argsort(-lengths, kind="stable")
-        for lo in range(0, len(order), self.batch_size):
-            rows = order[lo:lo + self.batch_size]
-            width = int(lengths[rows].max())
+        for rows, width in sorted_batches(lengths, self.batch_size):
             yield rows, enc.ids[rows, :width].copy(), enc.attention_mask[rows, :width], enc.offsets[rows], lengths
 
     def _run_unmasked(self, windows: dict) -> dict:
@@ -141,8 +139,7 @@ class Scorer:
             return out
         for rows, ids, mask, offsets, lengths in self._batches(seqs):
             emb = self.engine.forward(ids, mask, layers=layers, logits=False)[name]
-            nucleotide = self.engine.nucleotide_mask(ids) & mask
-            pooled = (emb * nucleotide[..., None]).sum(1) / nucleotide.sum(1, keepdims=True)
+            pooled = pool_mean(emb, self.engine.nucleotide_mask(ids) & mask)
             for j, r in enumerate(rows):
                 for span in windows[keys[r]]:
                     toks = span_tokens(offsets[j], int(lengths[r]), *span)
@@ -165,8 +162,3 @@ class Scorer:
             for j, r in enumerate(rows):
                 out[keys[r]] = (logits[j, positions[j]].astype(np.float64), ref_ids[j])
         return out
-
-
-def _logsumexp(x: np.ndarray) -> float:
-    m = x.max()
-    return float(m + np.log(np.exp(x - m).sum()))
