@@ -119,8 +119,7 @@ class Engine:
             self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.config: NTConfig = model.config
         if self.backend == "fused":
-            for block in self.model.layers:
-                block.attn.merge_qkv()
+            self.model.use_fused_kernels()
         # Tokens computed vs tokens that were padding, over embed()/logits() calls.
         self.stats = {"real_tokens": 0, "padded_tokens": 0}
         self.tokenizer = Tokenizer(version=self.config.version, max_length=self.config.max_positions)
@@ -176,9 +175,8 @@ class Engine:
             return t.to(self.device)
 
         ids_t, mask_t, cu_t = tensor(ids).long(), tensor(attention_mask), tensor(cu_seqlens)
-        with ops.use("fused" if self.backend == "fused" else "torch"):
-            out = self.model(ids_t, None if mask_t is None else mask_t.bool(), layers=layers,
-                             attention_maps=attention_maps, logits=logits, cu_seqlens=cu_t)
+        out = self.model(ids_t, None if mask_t is None else mask_t.bool(), layers=layers,
+                         attention_maps=attention_maps, logits=logits, cu_seqlens=cu_t)
         out = {k: v.float() for k, v in out.items()}
         return {k: v.cpu().numpy() for k, v in out.items()} if as_numpy else out
 

@@ -13,8 +13,9 @@ follows the official JAX/Haiku implementation (nucleotide_transformer/model.py):
     v2 MHA   = rotary (rotate-half, base 10000 or rescaled) on q and k
 
 The fusable steps (QKV split + rotary, attention, SwiGLU, residual add + LayerNorm)
-go through `ntengine.ops`, which runs plain-torch references unless the engine asks
-for the fused kernels (`ops.use("fused")`): one definition, two execution paths.
+go through `ntengine.ops`, which runs plain-torch references unless this instance was
+switched to the fused kernels (`NTModel.use_fused_kernels`, what the fused engine does):
+one definition, two execution paths.
 
 Shapes: B batch, L tokens, E embed_dim, H heads, D head_dim, V vocabulary.
 """
@@ -48,6 +49,7 @@ def rotary_tables(config: NTConfig, length: int, device) -> tuple[torch.Tensor, 
 
 class Attention(nn.Module):
     """Multi-head self-attention with q/k/v/out biases over right-padded or packed rows."""
+    fused = False  # this instance's ops run our kernels: see NTModel.use_fused_kernels
 
     def __init__(self, config: NTConfig):
         super().__init__()
@@ -63,6 +65,8 @@ class Attention(nn.Module):
 
         The fused backend does this at load time; the parameters then live in `qkv_proj`.
         """
+        if self.qkv_proj is not None:
+            return
         projs = (self.q_proj, self.k_proj, self.v_proj)
         e = self.out_proj.in_features
         merged = nn.Linear(e, 3 * e, device=self.out_proj.weight.device, dtype=self.out_proj.weight.dtype)
@@ -77,25 +81,28 @@ class Attention(nn.Module):
         Returns (out [B, L, E], probs [B, H, L, L] or None).
         """
         if self.qkv_proj is not None:
-            qkv = ops.linear(x, self.qkv_proj)
+            qkv = ops.linear(x, self.qkv_proj, self.fused)
         else:
-            qkv = torch.cat([ops.linear(x, p) for p in (self.q_proj, self.k_proj, self.v_proj)], dim=-1)
+            qkv = torch.cat([ops.linear(x, p, self.fused) for p in (self.q_proj, self.k_proj, self.v_proj)], dim=-1)
         cos, sin = rope if rope is not None else (None, None)
         # 1/sqrt(D) is folded into q (the official code divides the logits: same result).
         positions = packing.positions if packing.cu_seqlens is not None else None  # padded: 0..L-1
-        q, k, v = ops.qkv_rope(qkv, self.num_heads, self.head_dim**-0.5, cos, sin, positions)  # [B, H, L, D]
+        q, k, v = ops.qkv_rope(qkv, self.num_heads, self.head_dim**-0.5, cos, sin, positions,
+                               fused=self.fused)  # [B, H, L, D]
         if not need_probs:
-            return ops.linear(ops.attention(q, k, v, packing.lengths, packing.cu_seqlens), self.out_proj), None
+            out = ops.attention(q, k, v, packing.lengths, packing.cu_seqlens, fused=self.fused)
+            return ops.linear(out, self.out_proj, self.fused), None
         b, _, length, _ = q.shape
         key_mask = packing.key_mask  # [B, L]; padded batches only (the model checks)
         scores = (q @ k.transpose(-1, -2)).masked_fill(~key_mask[:, None, None, :], torch.finfo(q.dtype).min)
         probs = scores.softmax(dim=-1)
         out = (probs @ v).transpose(1, 2).reshape(b, length, -1)  # [B, L, E]
-        return ops.linear(out, self.out_proj), probs
+        return ops.linear(out, self.out_proj, self.fused), probs
 
 
 class FeedForward(nn.Module):
     """v1: fc2(gelu(fc1 x)) with biases; v2: fc2(silu(a) * b), [a, b] = fc1 x, no biases."""
+    fused = False
 
     def __init__(self, config: NTConfig):
         super().__init__()
@@ -105,16 +112,17 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(f, e, bias=not self.glu)
 
     def forward(self, x):
-        return ops.row_tiled(self._rows, x, self.fc1.out_features)
+        return ops.row_tiled(self._rows, x, self.fc1.out_features, self.fused)
 
     def _rows(self, x):
-        h = ops.linear(x, self.fc1)
+        h = ops.linear(x, self.fc1, self.fused)
         # GLU: rows [0, F) of fc1 go through SiLU, [F, 2F) are linear. v1: exact (erf) GELU.
-        return ops.linear(ops.swiglu(h) if self.glu else F.gelu(h), self.fc2)
+        return ops.linear(ops.swiglu(h, self.fused) if self.glu else F.gelu(h), self.fc2, self.fused)
 
 
 class Block(nn.Module):
     """Pre-LayerNorm transformer block."""
+    fused = False
 
     def __init__(self, config: NTConfig):
         super().__init__()
@@ -132,13 +140,14 @@ class Block(nn.Module):
         block's attn_norm or the final LayerNorm.
         """
         attn_out, probs = self.attn(h, packing, rope, need_probs)
-        x, h = ops.add_layernorm(x, attn_out, self.ffn_norm)
-        x, h = ops.add_layernorm(x, self.ffn(h), next_norm)
+        x, h = ops.add_layernorm(x, attn_out, self.ffn_norm, self.fused)
+        x, h = ops.add_layernorm(x, self.ffn(h), next_norm, self.fused)
         return x, h, probs
 
 
 class LMHead(nn.Module):
     """RoBERTa/ESM head: dense -> exact GELU -> LayerNorm -> decoder (with bias)."""
+    fused = False
 
     def __init__(self, config: NTConfig):
         super().__init__()
@@ -148,7 +157,7 @@ class LMHead(nn.Module):
         self.decoder = nn.Linear(e, config.vocab_size)
 
     def forward(self, x):
-        return ops.linear(self.norm(F.gelu(ops.linear(x, self.dense))), self.decoder)
+        return ops.linear(self.norm(F.gelu(ops.linear(x, self.dense, self.fused))), self.decoder, self.fused)
 
 
 class Packing(NamedTuple):
@@ -203,6 +212,19 @@ class NTModel(nn.Module):
         self.lm_head = LMHead(config) if config.lm_head else None
         # Training: recompute each block's activations in the backward pass (memory for time).
         self.gradient_checkpointing = False
+
+    @torch.no_grad()
+    def use_fused_kernels(self) -> "NTModel":
+        """Run this instance through the fused kernels from now on, QKV merged into one GEMM.
+
+        Per instance: another NTModel (a reference engine in another thread) is unaffected.
+        """
+        for block in self.layers:
+            block.attn.merge_qkv()
+        for module in self.modules():
+            if isinstance(module, (Attention, FeedForward, Block, LMHead)):
+                module.fused = True
+        return self
 
     def embed(self, input_ids: torch.Tensor, packing: Packing) -> torch.Tensor:
         """Token (+ position) embeddings [B, L, E] before the first block."""

@@ -7,9 +7,10 @@ Each fusable op has three pieces sharing one name:
 * ``ntengine::<op>``: a ``torch.library`` custom op whose CPU kernel is in ``ntengine._C``
   and CUDA kernel in ``ntengine._C_cuda``, with a fake (meta) implementation so eager,
   ``torch.compile`` and ``torch.export`` all see one op.
-* ``<op>``: what ``model.py`` calls; routes on the mode set with ``use("torch" | "fused")``.
-  "fused" on a device without a built kernel raises and names the missing build: it
-  never falls back silently. (Attention on CUDA is torch's SDPA in both modes: its
+* ``<op>``: what ``model.py`` calls; runs the kernel when the call says ``fused=True``
+  (the model instance's route) or inside ``use("fused")``, the reference otherwise or
+  inside ``use("torch")``. Fused on a device without a built kernel raises and names the
+  missing build: it never falls back silently. (Attention on CUDA is torch's SDPA in both modes: its
   flash kernel is what we would have to beat.)
 
 Shapes: B batch, L tokens, H heads, D head size, E = H * D, N rows, F FFN width.
@@ -29,24 +30,31 @@ except ImportError:  # the pure-torch path still works; "fused" says what is mis
     _C = None
 
 MODES = ("torch", "fused")
-# A plain global, not a ContextVar: torch.compile can trace (and guard on) a global.
-# The mode is therefore process-wide: do not run a "torch" and a "fused" engine in two
-# threads at once.
-_MODE = "torch"
+# Which implementation runs is a property of the model instance: every op takes `fused`
+# (NTModel.use_fused_kernels sets it on the instance), so a reference and a fused engine
+# can run in two threads at once. `use(mode)` overrides every instance while it is active
+# (export traces "torch"; tests); it is process-wide. A plain global, not a ContextVar:
+# torch.compile can trace (and guard on) a global.
+_OVERRIDE: Optional[str] = None
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
 @contextlib.contextmanager
 def use(mode: str):
-    """Route ops through "torch" (the references) or "fused" (our kernels) in this context."""
-    global _MODE
+    """Route every op through "torch" (the references) or "fused" (our kernels) in this
+    context, whatever each call's `fused` says."""
+    global _OVERRIDE
     if mode not in MODES:
         raise ValueError(f"ops mode must be one of {MODES}, got {mode!r}")
-    previous, _MODE = _MODE, mode
+    previous, _OVERRIDE = _OVERRIDE, mode
     try:
         yield
     finally:
-        _MODE = previous
+        _OVERRIDE = previous
+
+
+def _fused(fused: bool) -> bool:
+    return fused if _OVERRIDE is None else _OVERRIDE == "fused"
 
 
 def cuda_status() -> tuple[bool, str]:
@@ -112,12 +120,12 @@ def _check_dtype(*tensors: torch.Tensor) -> int:
 # --------------------------------------------------------------------------- linear
 
 
-def linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
+def linear(x: torch.Tensor, layer: torch.nn.Linear, fused: bool = False) -> torch.Tensor:
     """x @ W^T + b. In "fused" mode on the CPU through oneDNN (torch's mkldnn linear):
     torch's default fp32 path (MKL sgemm) runs AVX2 code on AMD CPUs, oneDNN AVX-512 -
     about 2x the fp32 GEMM throughput measured on this project's Zen CPU (bench/forward.py).
     """
-    if _MODE == "torch" or x.device.type != "cpu":
+    if not _fused(fused) or x.device.type != "cpu":
         return F.linear(x, layer.weight, layer.bias)
     return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
 
@@ -130,12 +138,12 @@ def linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
 CPU_TILE_BYTES = 8 << 20
 
 
-def row_tiled(fn, x: torch.Tensor, widest: int) -> torch.Tensor:
+def row_tiled(fn, x: torch.Tensor, widest: int, fused: bool = False) -> torch.Tensor:
     """fn(x) for a row-local fn over x [..., E], in tiles of rows on the CPU in "fused" mode
     (whole elsewhere: a GPU wants the big GEMM). widest: the widest intermediate's columns."""
     flat = x.reshape(-1, x.shape[-1])
     tile = max(64, CPU_TILE_BYTES // (widest * x.element_size()))
-    if _MODE == "torch" or x.device.type != "cpu" or flat.shape[0] <= tile:
+    if not _fused(fused) or x.device.type != "cpu" or flat.shape[0] <= tile:
         return fn(x)
     parts = [fn(flat[start:start + tile]) for start in range(0, flat.shape[0], tile)]
     return torch.cat(parts).reshape(*x.shape[:-1], parts[0].shape[-1])
@@ -223,9 +231,9 @@ def _(qkv, num_heads, q_scale, cos, sin, positions):
     return qkv.new_empty(shape), qkv.new_empty(shape), qkv.new_empty(shape)
 
 
-def qkv_rope(qkv, num_heads, q_scale, cos=None, sin=None, positions=None):
-    """See `qkv_rope_ref`; fused in "fused" mode."""
-    if _MODE == "torch":
+def qkv_rope(qkv, num_heads, q_scale, cos=None, sin=None, positions=None, fused: bool = False):
+    """See `qkv_rope_ref`; our kernel when fused."""
+    if not _fused(fused):
         return qkv_rope_ref(qkv, num_heads, q_scale, cos, sin, positions)
     return torch.ops.ntengine.qkv_rope(qkv, num_heads, q_scale, cos, sin, positions)
 
@@ -254,9 +262,9 @@ def _(x):
     return x.new_empty(*x.shape[:-1], x.shape[-1] // 2)
 
 
-def swiglu(x):
-    """See `swiglu_ref`; fused in "fused" mode."""
-    return swiglu_ref(x) if _MODE == "torch" else torch.ops.ntengine.swiglu(x)
+def swiglu(x, fused: bool = False):
+    """See `swiglu_ref`; our kernel when fused."""
+    return torch.ops.ntengine.swiglu(x) if _fused(fused) else swiglu_ref(x)
 
 
 # --------------------------------------------------------------------------- add_layernorm
@@ -294,9 +302,9 @@ def _(x, delta, weight, bias, eps):
     return torch.empty_like(x), torch.empty_like(x)
 
 
-def add_layernorm(x, delta, norm: torch.nn.LayerNorm):
-    """(x + delta, norm(x + delta)) with `norm`'s weight, bias and eps."""
-    if _MODE == "torch":
+def add_layernorm(x, delta, norm: torch.nn.LayerNorm, fused: bool = False):
+    """(x + delta, norm(x + delta)) with `norm`'s weight, bias and eps; our kernel when fused."""
+    if not _fused(fused):
         return add_layernorm_ref(x, delta, norm.weight, norm.bias, norm.eps)
     return torch.ops.ntengine.add_layernorm(x, delta, norm.weight, norm.bias, norm.eps)
 
@@ -355,8 +363,8 @@ def _(q, k, v, lengths, cu_seqlens):
     return q.new_empty(b, length, h * d)
 
 
-def attention(q, k, v, lengths=None, cu_seqlens=None):
-    """See `attention_ref`; our flash-style kernel in "fused" mode on the CPU."""
-    if _MODE == "torch" or q.device.type == "cuda":
+def attention(q, k, v, lengths=None, cu_seqlens=None, fused: bool = False):
+    """See `attention_ref`; our flash-style kernel when fused, on the CPU."""
+    if not _fused(fused) or q.device.type == "cuda":
         return attention_ref(q, k, v, lengths, cu_seqlens)
     return torch.ops.ntengine.attention(q, k, v, lengths, cu_seqlens)

@@ -15,6 +15,7 @@ import torch
 import ntengine
 from isa import SUPPORTED, isa_params
 from ntengine import cpu
+from ntengine.ops import use as ops_use
 from ntengine.engine import DTYPES, fused_status
 from tolerances import FIXTURE, FP32, rel_err
 
@@ -118,7 +119,7 @@ def test_ffn_row_tiles_give_the_untiled_result(v2_50m, ecoli, monkeypatch):
     whole = fused.embed(seqs, pooling="none", batch_size=2)
     calls = []
     swiglu = ops.swiglu
-    monkeypatch.setattr(ops, "swiglu", lambda h: calls.append(h.shape[0]) or swiglu(h))
+    monkeypatch.setattr(ops, "swiglu", lambda h, fused: calls.append(h.shape[0]) or swiglu(h, fused))
     monkeypatch.setattr(ops, "CPU_TILE_BYTES", 1)  # the 64-row minimum
     tiled = fused.embed(seqs, pooling="none", batch_size=2)
     assert max(calls) == 64 and min(calls) < 64, calls[:40]
@@ -133,6 +134,45 @@ def test_fused_padding_invariance(v2_50m, ecoli):
     for seq, rows in zip(seqs, batched):
         assert rel_err(rows, fused.embed([seq], pooling="none")[0]) <= FP32
     assert 0 < fused.padding_fraction < 1
+
+
+def test_torch_and_fused_engines_run_in_two_threads_at_once(fixtures_dir, ecoli):
+    """The kernel route belongs to each model instance, not to the process: a reference
+    and a fused engine interleaving in two threads each give exactly their own result."""
+    import threading
+
+    seqs = [ecoli[:300], ecoli[300:420] + "NNNN" + ecoli[500:560]]
+    engines = {b: ntengine.compile(fixtures_dir / "v2_tiny", backend=b) for b in ("torch", "fused")}
+    alone = {b: e.embed(seqs, pooling="none") for b, e in engines.items()}
+    assert any(not np.array_equal(t, f) for t, f in zip(alone["torch"], alone["fused"]))  # routes differ
+    results = {b: [] for b in engines}
+
+    def run(backend):
+        for _ in range(15):
+            results[backend].append(engines[backend].embed(seqs, pooling="none"))
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for backend, runs in results.items():
+        assert len(runs) == 15
+        for run_rows in runs:
+            for got, want in zip(run_rows, alone[backend]):
+                np.testing.assert_array_equal(got, want)
+
+
+def test_an_engines_model_called_directly_runs_its_own_route(fixtures_dir, ecoli):
+    fused = ntengine.compile(fixtures_dir / "v2_tiny", backend="fused")
+    enc = fused.tokenizer.batch_encode([ecoli[:300]])
+    ids, mask = torch.from_numpy(enc.ids).long(), torch.from_numpy(enc.attention_mask)
+    with torch.inference_mode():
+        direct = fused.model(ids, mask, logits=False)["embeddings"]
+        with ops_use("torch"):
+            reference = fused.model(ids, mask, logits=False)["embeddings"]
+    np.testing.assert_array_equal(direct.numpy(), fused.forward(enc.ids, enc.attention_mask, logits=False)["embeddings"])
+    assert not torch.equal(direct, reference) and rel_err(direct, reference) <= FP32
 
 
 def test_merged_qkv_replaces_separate_projections(fixtures_dir):
