@@ -19,7 +19,7 @@ class _Worker:
         import torch
 
         import ntengine
-        from ntengine.genome.job import ChunkRunner
+        from ntengine.genome.worker import ChunkRunner
         from ntengine.genome.store import open_group
 
         import ray

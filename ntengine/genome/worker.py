@@ -1,0 +1,202 @@
+"""The worker side of a genome job: one chunk of windows -> engine -> arrays for the store.
+
+`ChunkRunner` is what every runner uses, local (`run_chunks`, with a background thread
+reading and tokenising the next chunks) or on Ray (`ray_runner`): a chunk's windows are
+read, tokenised, sorted by length and batched the same way whoever runs it, so a resumed
+or distributed job writes the same bytes as one uninterrupted local run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ntengine.genome.fasta import has_acgt, open_sequences, reverse_complement
+from ntengine.genome.store import STATUS, write_chunk
+from ntengine.pooling import log_softmax, pool_mean, sorted_batches
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs to run chunks of a job (picklable, for Ray)."""
+
+    fasta: str
+    indexable: bool
+    store: str
+    windows: list  # (record, start, end), store order
+    chunk_windows: int
+    batch_size: int
+    layer: int | None  # 1-based block for pooled embeddings; None = final embeddings
+    token_layer: int | None  # per-token embeddings from this layer (0 = off)
+    tracks: bool
+    reverse_complement: bool
+    invalid: str
+    engine: dict = field(default_factory=dict)  # checkpoint, device, dtype, backend, trust_pickle
+
+    @property
+    def n_chunks(self) -> int:
+        return max(1, -(-len(self.windows) // self.chunk_windows))
+
+    def chunk(self, c: int) -> list:
+        return self.windows[c * self.chunk_windows:(c + 1) * self.chunk_windows]
+
+
+def model_sha256(engine) -> str:
+    """Hash of what the engine computes with: its artefact file, or config + weights."""
+    h = hashlib.sha256()
+    if hasattr(engine.model, "path"):
+        with open(engine.model.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        return h.hexdigest()
+    h.update(json.dumps(engine.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(engine.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy())
+    return h.hexdigest()
+
+
+class ChunkRunner:
+    """Reads, tokenises and runs the chunks of one job with one engine."""
+
+    def __init__(self, spec: JobSpec, engine):
+        self.spec, self.engine = spec, engine
+        self.context = engine.config.max_positions
+        self.tokenizer = type(engine.tokenizer)(version=engine.config.version, invalid=spec.invalid,
+                                                max_length=self.context)
+        self.sequences = open_sequences(spec.fasta, spec.indexable)
+
+    def prepare(self, c: int) -> dict:
+        """Read and tokenise chunk c (the part that overlaps the model's work)."""
+        windows = self.spec.chunk(c)
+        keep, seqs, spans = [], [], []
+        for i, (record, start, end) in enumerate(windows):
+            seq = self.sequences.fetch(record, start, end)
+            if has_acgt(seq):  # all-N windows are skipped
+                keep.append(i)
+                seqs.append(seq)
+                spans.append((start, end))
+        counts = self.tokenizer.count_tokens(seqs) if seqs else np.zeros(0, np.int64)
+        for j in np.flatnonzero(counts > self.context):  # one token per N: trim terminal N runs to fit
+            seq, (start, end) = seqs[j], spans[j]
+            lead, trail = len(seq) - len(seq.lstrip("Nn")), len(seq) - len(seq.rstrip("Nn"))
+            seqs[j], spans[j] = seq[lead:len(seq) - trail], (start + lead, end - trail)
+        strands = [seqs] + ([[reverse_complement(x) for x in seqs]] if self.spec.reverse_complement else [])
+        encoded = [(self.tokenizer.batch_encode(x, truncation=True), self.tokenizer.count_tokens(x))
+                   if x else (None, counts) for x in strands]
+        return {"chunk": c, "windows": windows, "keep": keep, "spans": spans, "shortened": counts > self.context,
+                "encoded": encoded}
+
+    def run(self, prepared: dict) -> dict[str, np.ndarray]:
+        """The chunk's rows of every store array."""
+        spec, windows, keep = self.spec, prepared["windows"], prepared["keep"]
+        n, dim, t = len(windows), self.engine.config.embed_dim, self.context
+        out = {"window_status": np.full(n, STATUS["skipped_all_n"], np.int8),
+               "window_start": np.array([w[1] for w in windows], np.int64),
+               "window_end": np.array([w[2] for w in windows], np.int64),
+               "embeddings": np.full((n, dim), np.nan, np.float32),
+               "n_tokens": np.zeros(n, np.int32)}
+        if spec.token_layer or spec.tracks:
+            out["token_start"] = np.full((n, t), -1, np.int64)
+            out["token_end"] = np.full((n, t), -1, np.int64)
+        if spec.token_layer:
+            out["token_embeddings"] = np.zeros((n, t, dim), np.float16)
+        if spec.tracks:
+            out["token_logprob"] = np.full((n, t), np.nan, np.float32)
+            out["token_entropy"] = np.full((n, t), np.nan, np.float32)
+        if not keep:
+            return out
+        pooled = [self._pool_strand(enc, counts, prepared, out if strand == 0 else None)
+                  for strand, (enc, counts) in enumerate(prepared["encoded"])]
+        out["embeddings"][keep] = np.mean(pooled, axis=0)
+        return out
+
+    def _pool_strand(self, enc, counts, prepared, out) -> np.ndarray:
+        """Mean-pooled embeddings [len(keep), E] of one strand; fills out's per-window
+        and per-token arrays when `out` is given (the forward strand)."""
+        spec, engine, keep = self.spec, self.engine, prepared["keep"]
+        lengths = enc.attention_mask.sum(1)
+        pooled = np.empty((len(keep), engine.config.embed_dim), np.float32)
+        key = "embeddings" if spec.layer is None else f"embeddings_{spec.layer}"
+        layers = tuple(sorted({x for x in (spec.layer, spec.token_layer) if x}))
+        want_logits = out is not None and spec.tracks
+        for rows, width in sorted_batches(lengths, spec.batch_size):
+            ids, mask = enc.ids[rows, :width], enc.attention_mask[rows, :width]
+            res = engine.forward(ids, mask, layers=layers, logits=want_logits)
+            pooled[rows] = pool_mean(res[key], engine.nucleotide_mask(ids) & mask)
+            if out is None:
+                continue
+            for j, r in enumerate(rows):
+                w, m = keep[r], int(lengths[r])
+                start, end = prepared["spans"][r]
+                if counts[r] > m:  # still too long after trimming: keep the first `context` tokens
+                    end = start + int(enc.offsets[r, m - 1, 1])
+                out["window_start"][w], out["window_end"][w], out["n_tokens"][w] = start, end, m
+                shortened = prepared["shortened"][r] or counts[r] > m
+                out["window_status"][w] = STATUS["shortened" if shortened else "embedded"]
+                if spec.token_layer or spec.tracks:
+                    out["token_start"][w, 1:m] = start + enc.offsets[r, 1:m, 0]
+                    out["token_end"][w, 1:m] = start + enc.offsets[r, 1:m, 1]
+                if spec.token_layer:
+                    out["token_embeddings"][w, :m] = res[f"embeddings_{spec.token_layer}"][j, :m]
+                if want_logits:
+                    logp, entropy = _logprob_entropy(res["logits"][j, 1:m], ids[j, 1:m])
+                    out["token_logprob"][w, 1:m] = logp
+                    out["token_entropy"][w, 1:m] = entropy
+        return pooled
+
+    def close(self):
+        self.sequences.close()
+
+
+def _logprob_entropy(logits: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log P(ids[t]) and the entropy (nats) of softmax(logits[t]), per token."""
+    logp = log_softmax(logits)
+    entropy = -(np.exp(logp) * logp).sum(-1)
+    return logp[np.arange(len(ids)), ids].astype(np.float32), entropy.astype(np.float32)
+
+
+def run_chunks(spec: JobSpec, engine, chunks, on_done=None, prefetch: int = 2) -> None:
+    """Run `chunks` in order, reading/tokenising up to `prefetch` ahead in a thread,
+    and commit each to the store; on_done(chunk, bp) after each commit."""
+    from ntengine.genome.store import open_group
+
+    runner = ChunkRunner(spec, engine)
+    group = open_group(Path(spec.store), "r+")
+    todo: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for c in chunks:
+                if stop.is_set():
+                    return
+                todo.put(runner.prepare(c))
+            todo.put(None)
+        except BaseException as err:  # handed to the consumer, raised there
+            todo.put(err)
+
+    thread = threading.Thread(target=produce, name="ntengine-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := todo.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            write_chunk(group, item["chunk"], spec.chunk_windows, runner.run(item))
+            if on_done:
+                on_done(item["chunk"], sum(e - s for _, s, e in item["windows"]))
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                todo.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+        runner.close()
