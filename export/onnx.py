@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -25,11 +24,10 @@ import torch
 from torch import nn
 
 from ntengine import ops
+from ntengine.backends.artefact import META_CONFIG, META_DTYPE, META_OUTPUTS, ONNX_INSTALL_HINT, parse_outputs
 from ntengine.model import NTModel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-META_CONFIG, META_OUTPUTS, META_DTYPE = "ntengine.config", "ntengine.outputs", "ntengine.dtype"
-INSTALL_HINT = "pip install 'ntengine[onnx]'"
 
 
 def _require_onnx():
@@ -37,26 +35,7 @@ def _require_onnx():
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise RuntimeError(f"ONNX export needs onnx and onnxscript ({err}): {INSTALL_HINT}") from None
-
-
-def parse_outputs(outputs: Sequence[str], num_layers: int) -> tuple[tuple[str, ...], tuple[int, ...], bool]:
-    """(names, 1-based layers for ``embeddings_{i}``, logits?) of an output list; checks the names."""
-    if isinstance(outputs, str):
-        outputs = [o.strip() for o in outputs.split(",") if o.strip()]
-    names = tuple(dict.fromkeys(outputs))
-    if not names:
-        raise ValueError("outputs must name at least one of embeddings, logits, embeddings_{i}")
-    layers = []
-    for name in names:
-        m = re.fullmatch(r"embeddings_(\d+)", name)
-        if m:
-            if not 1 <= int(m.group(1)) <= num_layers:
-                raise ValueError(f"output {name}: layer out of range 1..{num_layers}")
-            layers.append(int(m.group(1)))
-        elif name not in ("embeddings", "logits"):
-            raise ValueError(f"unknown output {name!r}: use embeddings, logits or embeddings_{{i}} (1..{num_layers})")
-    return names, tuple(layers), "logits" in names
+        raise RuntimeError(f"ONNX export needs onnx and onnxscript ({err}): {ONNX_INSTALL_HINT}") from None
 
 
 class _Exported(nn.Module):

@@ -25,30 +25,11 @@ from typing import Sequence
 
 import torch
 
-from ntengine.export.onnx import META_CONFIG, META_DTYPE, META_OUTPUTS, export_model, parse_outputs, to_onnx
+from ntengine.backends.artefact import (META_CONFIG, META_DTYPE, META_GPU, META_OUTPUTS, META_PROFILE, META_TRT,
+                                        parse_outputs, require_tensorrt, sidecar)
+from ntengine.export.onnx import export_model, to_onnx
 
-INSTALL_HINT = "pip install 'ntengine[tensorrt]' (TensorRT >= 10 for CUDA 13) on a machine with an NVIDIA GPU"
-META_PROFILE, META_TRT, META_GPU = "ntengine.profile", "tensorrt.version", "tensorrt.gpu"
 DEFAULT_OPT = (8, 1000)  # (batch, tokens) the kernels are tuned for: NT's 6 kb windows, 8 at a time
-
-
-def require_tensorrt():
-    """The tensorrt module, or RuntimeError saying what is missing (package, version or GPU)."""
-    try:
-        import tensorrt as trt
-    except ImportError as err:
-        raise RuntimeError(f"TensorRT is not installed ({err}): {INSTALL_HINT}") from None
-    if int(trt.__version__.split(".")[0]) < 10:
-        raise RuntimeError(f"TensorRT {trt.__version__} is too old: ntengine needs >= 10 (strongly typed networks, "
-                           "execute_async_v3)")
-    if not torch.cuda.is_available():
-        raise RuntimeError("TensorRT needs an NVIDIA GPU, and this torch sees no CUDA device")
-    return trt
-
-
-def sidecar(plan) -> Path:
-    """The JSON metadata file that travels with a plan."""
-    return Path(str(plan) + ".json")
 
 
 def parse_shape(text) -> tuple[int, int]:

@@ -329,12 +329,14 @@ def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
                              "(export the adapted model instead)")
         artefact_file, artefact = artefact is not None, artefact or backend
         if artefact == "onnxruntime":
-            from ntengine.backends.ort_backend import OrtModel, cached_export
+            from ntengine.backends.ort_backend import OrtModel
+            from ntengine.export.cache import cached_export
 
             model = OrtModel(checkpoint if artefact_file else
                              cached_export(checkpoint, dtype, trust_pickle, revision=revision, adapter=adapter))
         else:
-            from ntengine.backends.trt_backend import TrtModel, cached_build
+            from ntengine.backends.trt_backend import TrtModel
+            from ntengine.export.cache import cached_build
 
             device = "cuda" if device == "cpu" else device
             model = TrtModel(checkpoint if artefact_file else

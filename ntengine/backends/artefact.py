@@ -1,20 +1,62 @@
-"""What the ONNX Runtime and TensorRT backends share: reading an exported artefact's
-ntengine metadata, NTModel.forward's contract over the outputs the artefact holds, and
-the on-disk cache of artefacts built from checkpoints.
+"""The artefact contract, on the runtime side: the ntengine metadata an exported ONNX file
+(metadata_props) or TensorRT plan (JSON sidecar) carries, which `ntengine.export` writes
+and the ONNX Runtime and TensorRT backends read, and NTModel.forward's contract over the
+outputs an artefact holds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
+import re
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from ntengine.config import NTConfig
 
-from ntengine.export.onnx import META_CONFIG, META_DTYPE, META_OUTPUTS, parse_outputs
+META_CONFIG, META_OUTPUTS, META_DTYPE = "ntengine.config", "ntengine.outputs", "ntengine.dtype"
+META_PROFILE, META_TRT, META_GPU = "ntengine.profile", "tensorrt.version", "tensorrt.gpu"  # plans only
+ONNX_INSTALL_HINT = "pip install 'ntengine[onnx]'"
+TRT_INSTALL_HINT = "pip install 'ntengine[tensorrt]' (TensorRT >= 10 for CUDA 13) on a machine with an NVIDIA GPU"
+
+
+def parse_outputs(outputs: Sequence[str], num_layers: int) -> tuple[tuple[str, ...], tuple[int, ...], bool]:
+    """(names, 1-based layers for ``embeddings_{i}``, logits?) of an output list; checks the names."""
+    if isinstance(outputs, str):
+        outputs = [o.strip() for o in outputs.split(",") if o.strip()]
+    names = tuple(dict.fromkeys(outputs))
+    if not names:
+        raise ValueError("outputs must name at least one of embeddings, logits, embeddings_{i}")
+    layers = []
+    for name in names:
+        m = re.fullmatch(r"embeddings_(\d+)", name)
+        if m:
+            if not 1 <= int(m.group(1)) <= num_layers:
+                raise ValueError(f"output {name}: layer out of range 1..{num_layers}")
+            layers.append(int(m.group(1)))
+        elif name not in ("embeddings", "logits"):
+            raise ValueError(f"unknown output {name!r}: use embeddings, logits or embeddings_{{i}} (1..{num_layers})")
+    return names, tuple(layers), "logits" in names
+
+
+def sidecar(plan) -> Path:
+    """The JSON metadata file that travels with a plan."""
+    return Path(str(plan) + ".json")
+
+
+def require_tensorrt():
+    """The tensorrt module, or RuntimeError saying what is missing (package, version or GPU)."""
+    try:
+        import tensorrt as trt
+    except ImportError as err:
+        raise RuntimeError(f"TensorRT is not installed ({err}): {TRT_INSTALL_HINT}") from None
+    if int(trt.__version__.split(".")[0]) < 10:
+        raise RuntimeError(f"TensorRT {trt.__version__} is too old: ntengine needs >= 10 (strongly typed networks, "
+                           "execute_async_v3)")
+    if not torch.cuda.is_available():
+        raise RuntimeError("TensorRT needs an NVIDIA GPU, and this torch sees no CUDA device")
+    return trt
 
 
 class ArtefactModel:
@@ -76,33 +118,3 @@ class ArtefactModel:
         source = {w: w if w in self.outputs else alias[w] for w in want}
         res = self._run(input_ids.long(), mask.long(), list(dict.fromkeys(source.values())))
         return {w: res[s] for w, s in source.items()}
-
-
-def all_outputs(config: NTConfig) -> list[str]:
-    """Every output an engine may ask for: embeddings, logits (with an LM head), embeddings_1..N-1."""
-    return ["embeddings"] + (["logits"] if config.lm_head else []) + [f"embeddings_{i}"
-                                                                      for i in range(1, config.num_layers)]
-
-
-def cache_path(checkpoint, kind: str, tag: str, suffix: str, cache_dir=None, revision=None, adapter=None,
-               trust_pickle: bool = False) -> Path:
-    """Where an artefact built from `checkpoint` (+ `adapter`) is cached: ``$NTENGINE_CACHE``
-    (or ``~/.cache/ntengine``) / kind / name-tag-hash.suffix. The hash covers the resolved
-    folders (hub ids resolve to their snapshot), their files' sizes and mtimes, and `tag`."""
-    from ntengine.checkpoint import resolve_checkpoint
-    from ntengine.checkpoint.peft import adapter_base
-
-    root = Path(cache_dir or os.environ.get("NTENGINE_CACHE") or Path.home() / ".cache" / "ntengine") / kind
-    sources = [resolve_checkpoint(checkpoint, revision=revision, trust_pickle=trust_pickle).resolve()]
-    base = adapter_base(sources[0])
-    if base is not None:  # an adapter folder standing for base + adapter: both make the artefact
-        sources.append(resolve_checkpoint(base, trust_pickle=trust_pickle).resolve())
-    if adapter is not None:
-        sources.append(resolve_checkpoint(adapter, trust_pickle=trust_pickle).resolve())
-    h = hashlib.sha256(f"{'|'.join(map(str, sources))}|{tag}".encode())
-    for src in sources:
-        for f in sorted(src.rglob("*")) if src.is_dir() else [src]:
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.relative_to(src) if src.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return root / f"{sources[0].name}-{tag}-{h.hexdigest()[:16]}{suffix}"

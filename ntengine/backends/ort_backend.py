@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ntengine.backends.artefact import ArtefactModel, all_outputs, cache_path
-
-from ntengine.export.onnx import INSTALL_HINT
+from ntengine.backends.artefact import ONNX_INSTALL_HINT, ArtefactModel
 
 
 def _ort():
     try:
         import onnxruntime
     except ImportError as err:
-        raise RuntimeError(f"the onnxruntime backend needs onnxruntime ({err}): {INSTALL_HINT}") from None
+        raise RuntimeError(f"the onnxruntime backend needs onnxruntime ({err}): {ONNX_INSTALL_HINT}") from None
     return onnxruntime
 
 
@@ -61,17 +59,3 @@ class OrtModel(ArtefactModel):
     def _run(self, ids, mask, names):
         res = self.run(ids.cpu().numpy(), mask.cpu().numpy(), names)
         return {k: torch.from_numpy(v) for k, v in res.items()}
-
-
-def cached_export(checkpoint, dtype: str = "float32", trust_pickle: bool = False, cache_dir=None,
-                  revision=None, adapter=None) -> Path:
-    """Export `checkpoint` (with `adapter` merged) with every output (embeddings, logits,
-    embeddings_1..N) once into the cache (see `cache_path`) and return the file."""
-    from ntengine.export import to_onnx
-    from ntengine.export.onnx import export_model
-
-    path = cache_path(checkpoint, "onnx", dtype, ".onnx", cache_dir, revision, adapter, trust_pickle)
-    if not path.is_file():
-        model = export_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
-        to_onnx(model, path, dtype=dtype, outputs=all_outputs(model.config))
-    return path

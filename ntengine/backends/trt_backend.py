@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ntengine.backends.artefact import ArtefactModel, all_outputs, cache_path
+from ntengine.backends.artefact import META_GPU, META_PROFILE, META_TRT, ArtefactModel, require_tensorrt, sidecar
 
-from ntengine.export.tensorrt import META_GPU, META_PROFILE, META_TRT, require_tensorrt, sidecar
 
 
 class TrtModel(ArtefactModel):
@@ -66,26 +65,3 @@ class TrtModel(ArtefactModel):
         if not ctx.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
             raise RuntimeError(f"{self.path.name}: TensorRT execution failed (see its log above)")
         return {k: out[k] for k in names}
-
-
-def cached_build(checkpoint, dtype: str = "float16", trust_pickle: bool = False, cache_dir=None,
-                 revision=None, adapter=None) -> Path:
-    """Build `checkpoint` (with `adapter` merged) into a plan with every output and the default
-    profile once per TensorRT version and GPU model, in the cache (see `cache_path`), and return it."""
-    from ntengine.export.onnx import export_model
-    from ntengine.export.tensorrt import to_tensorrt
-
-    trt = require_tensorrt()
-    gpu = torch.cuda.get_device_name().replace(" ", "_")
-    path = cache_path(checkpoint, "tensorrt", f"{dtype}-trt{trt.__version__}-{gpu}", ".plan", cache_dir,
-                      revision, adapter, trust_pickle)
-    if not (path.is_file() and sidecar(path).is_file()):
-        model = export_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
-        try:
-            to_tensorrt(model, path, dtype=dtype, outputs=all_outputs(model.config),
-                        timing_cache=path.parent / "timing.cache")
-        except BaseException:  # never leave a plan that failed validation in the cache
-            path.unlink(missing_ok=True)
-            sidecar(path).unlink(missing_ok=True)
-            raise
-    return path

@@ -1,0 +1,80 @@
+"""Artefacts built once from a checkpoint and kept in the on-disk cache, for
+``compile(..., backend="onnxruntime" | "tensorrt")``.
+
+The cache key covers the resolved checkpoint (and adapter) folders' files and the build
+settings, so a changed checkpoint or a new TensorRT / GPU builds a new artefact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from ntengine.backends.artefact import require_tensorrt, sidecar
+from ntengine.config import NTConfig
+from ntengine.export.onnx import export_model, to_onnx
+from ntengine.export.tensorrt import to_tensorrt
+
+
+def all_outputs(config: NTConfig) -> list[str]:
+    """Every output an engine may ask for: embeddings, logits (with an LM head), embeddings_1..N-1."""
+    return ["embeddings"] + (["logits"] if config.lm_head else []) + [f"embeddings_{i}"
+                                                                      for i in range(1, config.num_layers)]
+
+
+def cache_path(checkpoint, kind: str, tag: str, suffix: str, cache_dir=None, revision=None, adapter=None,
+               trust_pickle: bool = False) -> Path:
+    """Where an artefact built from `checkpoint` (+ `adapter`) is cached: ``$NTENGINE_CACHE``
+    (or ``~/.cache/ntengine``) / kind / name-tag-hash.suffix. The hash covers the resolved
+    folders (hub ids resolve to their snapshot), their files' sizes and mtimes, and `tag`."""
+    from ntengine.checkpoint import resolve_checkpoint
+    from ntengine.checkpoint.peft import adapter_base
+
+    root = Path(cache_dir or os.environ.get("NTENGINE_CACHE") or Path.home() / ".cache" / "ntengine") / kind
+    sources = [resolve_checkpoint(checkpoint, revision=revision, trust_pickle=trust_pickle).resolve()]
+    base = adapter_base(sources[0])
+    if base is not None:  # an adapter folder standing for base + adapter: both make the artefact
+        sources.append(resolve_checkpoint(base, trust_pickle=trust_pickle).resolve())
+    if adapter is not None:
+        sources.append(resolve_checkpoint(adapter, trust_pickle=trust_pickle).resolve())
+    h = hashlib.sha256(f"{'|'.join(map(str, sources))}|{tag}".encode())
+    for src in sources:
+        for f in sorted(src.rglob("*")) if src.is_dir() else [src]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(src) if src.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return root / f"{sources[0].name}-{tag}-{h.hexdigest()[:16]}{suffix}"
+
+
+def cached_export(checkpoint, dtype: str = "float32", trust_pickle: bool = False, cache_dir=None,
+                  revision=None, adapter=None) -> Path:
+    """Export `checkpoint` (with `adapter` merged) with every output (embeddings, logits,
+    embeddings_1..N) once into the cache (see `cache_path`) and return the file."""
+    path = cache_path(checkpoint, "onnx", dtype, ".onnx", cache_dir, revision, adapter, trust_pickle)
+    if not path.is_file():
+        model = export_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
+        to_onnx(model, path, dtype=dtype, outputs=all_outputs(model.config))
+    return path
+
+
+def cached_build(checkpoint, dtype: str = "float16", trust_pickle: bool = False, cache_dir=None,
+                 revision=None, adapter=None) -> Path:
+    """Build `checkpoint` (with `adapter` merged) into a plan with every output and the default
+    profile once per TensorRT version and GPU model, in the cache (see `cache_path`), and return it."""
+    trt = require_tensorrt()
+    gpu = torch.cuda.get_device_name().replace(" ", "_")
+    path = cache_path(checkpoint, "tensorrt", f"{dtype}-trt{trt.__version__}-{gpu}", ".plan", cache_dir,
+                      revision, adapter, trust_pickle)
+    if not (path.is_file() and sidecar(path).is_file()):
+        model = export_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
+        try:
+            to_tensorrt(model, path, dtype=dtype, outputs=all_outputs(model.config),
+                        timing_cache=path.parent / "timing.cache")
+        except BaseException:  # never leave a plan that failed validation in the cache
+            path.unlink(missing_ok=True)
+            sidecar(path).unlink(missing_ok=True)
+            raise
+    return path
