@@ -11,6 +11,9 @@ FIXTURE = 1e-5
 FP32 = 1e-5
 # bf16 / fp16 compute against the fp32 reference.
 HALF = 2e-2
+# The dtypes each fused op is tested in (float16, the GPU default, on CUDA only: see
+# tests/ops/conftest.py).
+FUSED_DTYPES = ["float32", "bfloat16", "float16"]
 
 
 def rel_err(ours, ref) -> float:

@@ -1,6 +1,6 @@
 """Devices and seeding for the fused-op tests.
 
-Every op test takes the `device` fixture: "cpu" once per CPU ISA level (the kernels
+Every op test takes the `device` fixture (and `dtype` from tolerances.FUSED_DTYPES, float16 on CUDA only): "cpu" once per CPU ISA level (the kernels
 forced to that build; levels this CPU cannot run skip with the reason), and "cuda",
 which skips with the reason when `ntengine.ops.cuda_status()` says the CUDA kernels
 cannot run here (it is the one place that asks torch about CUDA, and it does not
@@ -27,6 +27,17 @@ def device(request):
         return
     with cpu.forced(request.param):
         yield "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _float16_on_cuda_only(request):
+    """float16 (the GPU default dtype) is a parameter of every device test, but fused
+    float16 kernels exist on CUDA only: each op's test_float16_kernel checks that the CPU
+    refuses them."""
+    params = getattr(request.node, "callspec", None)
+    params = params.params if params else {}
+    if params.get("dtype") is torch.float16 and params.get("device") != "cuda":
+        pytest.skip("fused float16 kernels run on CUDA only")
 
 
 @pytest.fixture(autouse=True)

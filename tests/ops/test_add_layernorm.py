@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from ntengine import ops
-from tolerances import FP32, assert_matches_ref, rel_err
+from tolerances import FUSED_DTYPES, FP32, assert_matches_ref, rel_err
 
-DTYPES = [torch.float32, torch.bfloat16]
+DTYPES = [getattr(torch, name) for name in FUSED_DTYPES]
+
 # (leading dims, E): N = 1, odd N, E = 1, E not a multiple of 16, v2 widths, 1000+ rows.
 SHAPES = [((1,), 40), ((7,), 512), ((2, 3), 1), ((1001,), 40), ((5,), 2560), ((3, 11), 1000)]
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from ntengine import ops
-from tolerances import assert_matches_ref
+from tolerances import FUSED_DTYPES, assert_matches_ref
 
-DTYPES = [torch.float32, torch.bfloat16]
+DTYPES = [getattr(torch, name) for name in FUSED_DTYPES]
+
 # (B, L, H, D): single token, odd L with 3 heads, v2-50M heads (16 x 32) at L = 1000,
 # the smallest head (D = 8: half a vector) and the largest (D = 128).
 SHAPES = [(1, 1, 1, 8), (2, 7, 3, 32), (1, 1000, 16, 32), (3, 5, 2, 8), (2, 9, 3, 64), (1, 4, 1, 128)]

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from ntengine import ops
-from tolerances import assert_matches_ref
+from tolerances import FUSED_DTYPES, assert_matches_ref
 
-DTYPES = [torch.float32, torch.bfloat16]
+DTYPES = [getattr(torch, name) for name in FUSED_DTYPES]
+
 # (leading dims, F): N = 1, odd N, F below / not a multiple of / far above 16 lanes, 1000+ rows.
 SHAPES = [((1,), 8), ((7,), 40), ((3, 5), 17), ((1001,), 24), ((2,), 2048), ((5,), 1)]
 
