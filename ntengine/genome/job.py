@@ -101,8 +101,10 @@ def embed_genome(model, fasta, out, *, window: int | None = None, stride: int | 
                    "tracks": bigwig is not None},
     }
     group = create_or_open(out, meta, windows, {n: i for i, n in enumerate(names)})
-    spec = JobSpec(str(Path(fasta).resolve()), scan.indexable, str(Path(out).resolve()), windows, chunk_windows,
-                   batch_size, layer, token_embeddings, bigwig is not None, reverse_complement, invalid, engine_spec)
+    spec = JobSpec(fasta=str(Path(fasta).resolve()), indexable=scan.indexable, store=str(Path(out).resolve()),
+                   windows=windows, chunk_windows=chunk_windows, batch_size=batch_size, layer=layer,
+                   token_layer=token_embeddings, tracks=bigwig is not None, reverse_complement=reverse_complement,
+                   invalid=invalid, engine=engine_spec)
     done = done_chunks(group)
     todo = [c for c in range(spec.n_chunks) if not done[c] and spec.chunk(c)]
     total = sum(e - s for c in todo for _, s, e in spec.chunk(c))

@@ -23,7 +23,7 @@ from ntengine.genome.store import STATUS, write_chunk
 from ntengine.pooling import log_softmax, pool_mean, sorted_batches
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobSpec:
     """Everything a worker needs to run chunks of a job (picklable, for Ray)."""
 
