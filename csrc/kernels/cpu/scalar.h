@@ -143,23 +143,10 @@ inline float exp1(float x) {
 /// @brief silu(a) = a / (1 + exp(-a)) in fp32 (scalar path; ~2 ulp).
 inline float silu1(float a) { return a / (1.0f + exp1(-a)); }
 
-/// @brief Calls fn(static_cast<T*>(nullptr)) with T the storage type of `dtype` (float,
-///        bf16_t, f16_t): a generic lambda recovers T from the tag's type. The
-///        `NTE_DISPATCH_FLOAT` of the style guide, as a function template. The bindings
-///        reject dtype codes outside the enum, so there is no default case.
+/// ntengine::dispatch_dtype (common/dtype.h) with the CPU storage types.
 template <typename Fn>
 inline void dispatch_dtype(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kFloat32:
-      fn(static_cast<float*>(nullptr));
-      break;
-    case DType::kBFloat16:
-      fn(static_cast<bf16_t*>(nullptr));
-      break;
-    case DType::kFloat16:
-      fn(static_cast<f16_t*>(nullptr));
-      break;
-  }
+  ::ntengine::dispatch_dtype<float, f16_t, bf16_t>(dtype, static_cast<Fn&&>(fn));
 }
 
 /// Work (elements) below which OpenMP's fork/join costs more than it saves.

@@ -1,6 +1,8 @@
 // Residual add + LayerNorm on CUDA: sum = round(x + delta), normed = LN(sum) * weight + bias,
 // with two-pass fp32 statistics taken from the rounded sum (what an unfused model computes).
 // Contract: add_layernorm_cuda in kernels/kernels.h.
+#include <type_traits>
+
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/kernels.h"
 
@@ -132,7 +134,8 @@ void add_layernorm_cuda(const void* x, int64_t x_row_stride, const void* delta,
             "add_layernorm_cuda: row strides (", x_row_stride, ", ", delta_row_stride,
             ") must be >= E = ", E);
   if (N == 0 || E == 0) return;  // an empty grid is a launch error, and there is no work
-  NTE_CUDA_DISPATCH_FLOAT(dtype, scalar_t, [&] {
+  cuda::dispatch_dtype(dtype, [&](auto* tag) {
+    using scalar_t = std::remove_pointer_t<decltype(tag)>;
     launch_add_layernorm(static_cast<const scalar_t*>(x), x_row_stride,
                          static_cast<const scalar_t*>(delta), delta_row_stride,
                          static_cast<const scalar_t*>(weight), static_cast<const scalar_t*>(bias),

@@ -11,32 +11,14 @@
 #include "common/check.h"
 #include "common/dtype.h"
 
-/// NTE_CUDA_DISPATCH_FLOAT(dtype, scalar_t, [&] { f<scalar_t>(...); }): runs the lambda with
-/// `scalar_t` bound to the CUDA storage type of `dtype` (float, __half, __nv_bfloat16).
-/// Named apart from the CPU dispatch because the storage types differ.
-#define NTE_CUDA_DISPATCH_FLOAT(dtype, scalar_t, ...)                                       \
-  switch (dtype) {                                                                          \
-    case ::ntengine::DType::kFloat32: {                                                     \
-      using scalar_t = float;                                                               \
-      __VA_ARGS__();                                                                        \
-      break;                                                                                \
-    }                                                                                       \
-    case ::ntengine::DType::kFloat16: {                                                     \
-      using scalar_t = __half;                                                              \
-      __VA_ARGS__();                                                                        \
-      break;                                                                                \
-    }                                                                                       \
-    case ::ntengine::DType::kBFloat16: {                                                    \
-      using scalar_t = __nv_bfloat16;                                                       \
-      __VA_ARGS__();                                                                        \
-      break;                                                                                \
-    }                                                                                       \
-    default:                                                                                \
-      NTE_CHECK(false, "unsupported dtype code ", static_cast<int>(dtype));                 \
-  }
-
 namespace ntengine {
 namespace cuda {
+
+/// ntengine::dispatch_dtype (common/dtype.h) with the CUDA storage types.
+template <typename Fn>
+inline void dispatch_dtype(DType dtype, Fn&& fn) {
+  ::ntengine::dispatch_dtype<float, __half, __nv_bfloat16>(dtype, static_cast<Fn&&>(fn));
+}
 
 // ---- fp32 <-> storage (round to nearest even, as torch's .to() does) --------------------
 __device__ __forceinline__ float to_float(float x) { return x; }

@@ -1,6 +1,8 @@
 // QKV epilogue on CUDA: split the merged QKV GEMM output into per-head q, k, v [B, H, L, D],
 // scale q and rotate q and k (rotate-half RoPE) in one pass, fp32 arithmetic.
 // Contract: qkv_rope_cuda in kernels/kernels.h.
+#include <type_traits>
+
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/kernels.h"
 
@@ -161,7 +163,8 @@ void qkv_rope_cuda(const void* qkv, int64_t qkv_row_stride, void* q, void* k, vo
   NTE_CHECK(cos == nullptr || D % 2 == 0,
             "qkv_rope_cuda: rotary embeddings need an even head size D, got ", D);
   if (B == 0 || L == 0 || H == 0 || D == 0) return;  // no work, and an empty grid is an error
-  NTE_CUDA_DISPATCH_FLOAT(dtype, scalar_t, [&] {
+  cuda::dispatch_dtype(dtype, [&](auto* tag) {
+    using scalar_t = std::remove_pointer_t<decltype(tag)>;
     launch_qkv_rope(static_cast<const scalar_t*>(qkv), qkv_row_stride, static_cast<scalar_t*>(q),
                     static_cast<scalar_t*>(k), static_cast<scalar_t*>(v), positions, cos, sin, B, L,
                     static_cast<int>(H), static_cast<int>(D), q_scale,

@@ -1,5 +1,7 @@
 // SwiGLU on CUDA: out[n, f] = silu(x[n, f]) * x[n, F + f], fp32 arithmetic, one rounding
 // to the storage dtype at the end. Contract: swiglu_cuda in kernels/kernels.h.
+#include <type_traits>
+
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/kernels.h"
 
@@ -65,7 +67,8 @@ void swiglu_cuda(const void* x, int64_t x_row_stride, void* out, int64_t N, int6
   NTE_CHECK(N <= 1 || x_row_stride >= 2 * F, "swiglu_cuda: x_row_stride ", x_row_stride,
             " < 2F = ", 2 * F);
   if (N == 0 || F == 0) return;  // an empty grid is a launch error, and there is no work
-  NTE_CUDA_DISPATCH_FLOAT(dtype, scalar_t, [&] {
+  cuda::dispatch_dtype(dtype, [&](auto* tag) {
+    using scalar_t = std::remove_pointer_t<decltype(tag)>;
     launch_swiglu(static_cast<const scalar_t*>(x), x_row_stride, static_cast<scalar_t*>(out), N, F,
                   static_cast<cudaStream_t>(stream));
   });
