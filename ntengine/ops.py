@@ -10,8 +10,8 @@ Each fusable op has three pieces sharing one name:
 * ``<op>``: what ``model.py`` calls; runs the kernel when the call says ``fused=True``
   (the model instance's route) or inside ``use("fused")``, the reference otherwise or
   inside ``use("torch")``. Fused on a device without a built kernel raises and names the
-  missing build: it never falls back silently. (Attention on CUDA is torch's SDPA in both modes: its
-  flash kernel is what we would have to beat.)
+  missing build: it never falls back silently. (Attention on CUDA is torch's SDPA on both
+  routes: its flash kernel is what we would have to beat.)
 
 Shapes: B batch, L tokens, H heads, D head size, E = H * D, N rows, F FFN width.
 """
@@ -121,7 +121,7 @@ def _check_dtype(*tensors: torch.Tensor) -> int:
 
 
 def linear(x: torch.Tensor, layer: torch.nn.Linear, fused: bool = False) -> torch.Tensor:
-    """x @ W^T + b. In "fused" mode on the CPU through oneDNN (torch's mkldnn linear):
+    """x @ W^T + b. When fused, on the CPU through oneDNN (torch's mkldnn linear):
     torch's default fp32 path (MKL sgemm) runs AVX2 code on AMD CPUs, oneDNN AVX-512 -
     about 2x the fp32 GEMM throughput measured on this project's Zen CPU (bench/forward.py).
     """
@@ -139,7 +139,7 @@ CPU_TILE_BYTES = 8 << 20
 
 
 def row_tiled(fn, x: torch.Tensor, widest: int, fused: bool = False) -> torch.Tensor:
-    """fn(x) for a row-local fn over x [..., E], in tiles of rows on the CPU in "fused" mode
+    """fn(x) for a row-local fn over x [..., E], in tiles of rows when fused on the CPU
     (whole elsewhere: a GPU wants the big GEMM). widest: the widest intermediate's columns."""
     flat = x.reshape(-1, x.shape[-1])
     tile = max(64, CPU_TILE_BYTES // (widest * x.element_size()))

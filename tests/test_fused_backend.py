@@ -14,8 +14,7 @@ import torch
 
 import ntengine
 from isa import SUPPORTED, isa_params
-from ntengine import cpu
-from ntengine.ops import use as ops_use
+from ntengine import cpu, ops
 from ntengine.engine import DTYPES, fused_status
 from tolerances import FIXTURE, FP32, rel_err
 
@@ -112,7 +111,6 @@ def test_fused_matches_reference_at_v2_50m_shape(v2_50m, ecoli, dtype):
 def test_ffn_row_tiles_give_the_untiled_result(v2_50m, ecoli, monkeypatch):
     """The CPU FFN runs in tiles of rows (ops.row_tiled); 2000 rows in tiles of 64 end
     in a partial tile, and must give what one untiled FFN gives."""
-    from ntengine import ops
     fused = ntengine.compile(v2_50m, backend="fused")
     seqs = [ecoli[:6000], ecoli[6000:6500]]
     monkeypatch.setattr(ops, "CPU_TILE_BYTES", 1 << 40)
@@ -169,7 +167,7 @@ def test_an_engines_model_called_directly_runs_its_own_route(fixtures_dir, ecoli
     ids, mask = torch.from_numpy(enc.ids).long(), torch.from_numpy(enc.attention_mask)
     with torch.inference_mode():
         direct = fused.model(ids, mask, logits=False)["embeddings"]
-        with ops_use("torch"):
+        with ops.use("torch"):
             reference = fused.model(ids, mask, logits=False)["embeddings"]
     np.testing.assert_array_equal(direct.numpy(), fused.forward(enc.ids, enc.attention_mask, logits=False)["embeddings"])
     assert not torch.equal(direct, reference) and rel_err(direct, reference) <= FP32
@@ -213,8 +211,6 @@ def test_compile_and_export_see_one_op_each(fixtures_dir):
     """torch.compile (fullgraph) and torch.export trace the fused model through the
     custom ops' fakes: each fused op is one graph node, and the results do not change."""
     import torch
-
-    from ntengine import ops
 
     engine = ntengine.compile(fixtures_dir / "v2_tiny", backend="fused")
     golden = np.load(fixtures_dir / "v2_tiny" / "golden.npz")

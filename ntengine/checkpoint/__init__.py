@@ -151,8 +151,7 @@ def load_model(path, **load_options) -> tuple[NTModel, Checkpoint]:
 def init_checkpoint(preset: str, out, seed: int = 0, layout: str = "hf") -> Path:
     """Write a random-weight checkpoint of a published shape (for tests and benchmarks)."""
     config = NTConfig.from_preset(preset)
-    torch.manual_seed(seed)
-    model = init_random_weights(NTModel(config), seed)
+    model = init_random_weights(NTModel(config), seed)  # every parameter, from its own generator
     return save_checkpoint(out, config, model.state_dict(), layout=layout)
 
 

@@ -1,6 +1,7 @@
 """Devices and seeding for the fused-op tests.
 
-Every op test takes the `device` fixture (and `dtype` from tolerances.FUSED_DTYPES, float16 on CUDA only): "cpu" once per CPU ISA level (the kernels
+Every op test takes the `device` fixture (and a `dtype` from tolerances.FUSED_DTYPES;
+float16 runs on CUDA only): "cpu" once per CPU ISA level (the kernels
 forced to that build; levels this CPU cannot run skip with the reason), and "cuda",
 which skips with the reason when `ntengine.ops.cuda_status()` says the CUDA kernels
 cannot run here (it is the one place that asks torch about CUDA, and it does not
