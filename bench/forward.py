@@ -33,7 +33,8 @@ import torch
 from common import RESULTS, machine_info, print_table, timeit, timeit_interleaved, write_json
 from ntengine import cpu
 from ntengine.config import NTConfig
-from ntengine.engine import Engine, fused_status
+from ntengine.backends.torch_backend import fused_status, open_torch
+from ntengine.engine import Engine
 from ntengine.genome.fasta import read_records
 from ntengine.model import NTModel, init_random_weights
 
@@ -104,15 +105,15 @@ def mixed_lengths(cfg: NTConfig, engines: dict, args) -> list[dict]:
 def artefact_engine(model: NTModel, backend: str, dtype: str) -> Engine | None:
     """The same weights exported and run in ONNX Runtime (CPU, graph optimisations on) or
     TensorRT (GPU, default profile up to 8 x context); None for the PyTorch backends."""
-    from ntengine.backends.ort_backend import OrtModel
-    from ntengine.backends.trt_backend import TrtModel
+    from ntengine.backends.ort_backend import OrtBackend
+    from ntengine.backends.trt_backend import TrtBackend
     from ntengine.export import to_onnx, to_tensorrt
 
     folder = Path(tempfile.mkdtemp(prefix="ntengine-bench-"))
     if backend == "onnxruntime":
-        return Engine(OrtModel(to_onnx(model, folder / "model.onnx", dtype=dtype)))
+        return Engine(OrtBackend(to_onnx(model, folder / "model.onnx", dtype=dtype)))
     if backend == "tensorrt":
-        return Engine(TrtModel(to_tensorrt(model, folder / "model.plan", dtype=dtype)))
+        return Engine(TrtBackend(to_tensorrt(model, folder / "model.plan", dtype=dtype)))
     return None
 
 
@@ -145,7 +146,7 @@ def main() -> None:
             continue
         model = init_random_weights(NTModel(cfg), seed=0)
         try:
-            engines[name] = artefact_engine(model, backend, dtype) or Engine(model, device, dtype, backend)
+            engines[name] = artefact_engine(model, backend, dtype) or Engine(open_torch(model, device, dtype, backend))
         except (ImportError, RuntimeError) as err:
             print(f"skipping {name}: {err}")
 

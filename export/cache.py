@@ -15,7 +15,8 @@ import torch
 
 from ntengine.backends.artefact import require_tensorrt, sidecar
 from ntengine.config import NTConfig
-from ntengine.export.onnx import export_model, to_onnx
+from ntengine.model import NTModel
+from ntengine.export.onnx import to_onnx
 from ntengine.export.tensorrt import to_tensorrt
 
 
@@ -49,30 +50,25 @@ def cache_path(checkpoint, kind: str, tag: str, suffix: str, cache_dir=None, rev
     return root / f"{sources[0].name}-{tag}-{h.hexdigest()[:16]}{suffix}"
 
 
-def cached_export(checkpoint, dtype: str = "float32", trust_pickle: bool = False, cache_dir=None,
-                  revision=None, adapter=None) -> Path:
-    """Export `checkpoint` (with `adapter` merged) with every output (embeddings, logits,
-    embeddings_1..N) once into the cache (see `cache_path`) and return the file."""
-    path = cache_path(checkpoint, "onnx", dtype, ".onnx", cache_dir, revision, adapter, trust_pickle)
-    if not path.is_file():
-        model = export_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
-        to_onnx(model, path, dtype=dtype, outputs=all_outputs(model.config))
-    return path
-
-
-def cached_build(checkpoint, dtype: str = "float16", trust_pickle: bool = False, cache_dir=None,
-                 revision=None, adapter=None) -> Path:
-    """Build `checkpoint` (with `adapter` merged) into a plan with every output and the default
-    profile once per TensorRT version and GPU model, in the cache (see `cache_path`), and return it."""
+def cached_artefact(backend: str, model: NTModel, checkpoint, dtype: str, trust_pickle: bool = False,
+                    cache_dir=None, revision=None, adapter=None) -> Path:
+    """The artefact for `backend` ("onnxruntime" | "tensorrt") of `model`, loaded from
+    `checkpoint` (+ `adapter`) which keys the cache (see `cache_path`): exported once with
+    every output, and for TensorRT built once per TensorRT version and GPU model with the
+    default profile; a hit builds nothing."""
+    key = {"cache_dir": cache_dir, "revision": revision, "adapter": adapter, "trust_pickle": trust_pickle}
+    outputs = all_outputs(model.config)
+    if backend == "onnxruntime":
+        path = cache_path(checkpoint, "onnx", dtype, ".onnx", **key)
+        if not path.is_file():
+            to_onnx(model, path, dtype=dtype, outputs=outputs)
+        return path
     trt = require_tensorrt()
     gpu = torch.cuda.get_device_name().replace(" ", "_")
-    path = cache_path(checkpoint, "tensorrt", f"{dtype}-trt{trt.__version__}-{gpu}", ".plan", cache_dir,
-                      revision, adapter, trust_pickle)
+    path = cache_path(checkpoint, "tensorrt", f"{dtype}-trt{trt.__version__}-{gpu}", ".plan", **key)
     if not (path.is_file() and sidecar(path).is_file()):
-        model = export_model(checkpoint, trust_pickle, revision=revision, adapter=adapter)
         try:
-            to_tensorrt(model, path, dtype=dtype, outputs=all_outputs(model.config),
-                        timing_cache=path.parent / "timing.cache")
+            to_tensorrt(model, path, dtype=dtype, outputs=outputs, timing_cache=path.parent / "timing.cache")
         except BaseException:  # never leave a plan that failed validation in the cache
             path.unlink(missing_ok=True)
             sidecar(path).unlink(missing_ok=True)

@@ -138,11 +138,11 @@ def to_tensorrt(source, path, dtype: str = "float16", outputs: Sequence[str] = (
             META_GPU: torch.cuda.get_device_name()}
     sidecar(path).write_text(json.dumps(meta, indent=1))
     if validate:
-        from ntengine.backends.trt_backend import TrtModel
+        from ntengine.backends.trt_backend import TrtBackend
         from ntengine.export.validate import validate_artefact
 
         lo, hi = profile["min"], profile["max"]
         lengths = [min(max(n, lo[1]), hi[1]) for n in (48, 31, 7)][:hi[0]]
         lengths += [lengths[-1]] * (lo[0] - len(lengths))
-        validate_artefact(TrtModel(path), reference, lengths=lengths)
+        validate_artefact(TrtBackend(path), reference, lengths=lengths)
     return path

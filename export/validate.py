@@ -13,7 +13,7 @@ from ntengine.model import NTModel
 
 GENOME = Path(__file__).resolve().parents[1] / "ntengine" / "data" / "phiX174_NC_001422.1.fasta.gz"
 # max|artefact - reference| / max|reference| at real tokens, per artefact dtype.
-TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 def genome_batch(config, lengths=(48, 31, 7), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +47,7 @@ def compare(got: dict, want: dict, mask: np.ndarray) -> dict[str, tuple[float, f
 
 def validate_artefact(artefact, reference: NTModel, tolerance: float | None = None, lengths=(48, 31, 7),
                       seed: int = 0, verbose: bool = True) -> dict[str, tuple[float, float]]:
-    """Run an exported artefact (an `ArtefactModel`) and the fp32 `reference` on one
+    """Run an exported artefact (an `ArtefactBackend`) and the fp32 `reference` on one
     padded batch of genome windows; print the errors per output and raise ValueError
     beyond tolerance (default: TOLERANCE of the artefact's dtype).
 
@@ -73,6 +73,6 @@ def validate_artefact(artefact, reference: NTModel, tolerance: float | None = No
 
 def validate_onnx(path, reference: NTModel, **kwargs) -> dict[str, tuple[float, float]]:
     """`validate_artefact` for an ONNX file, run in onnxruntime on the CPU."""
-    from ntengine.backends.ort_backend import OrtModel
+    from ntengine.backends.ort_backend import OrtBackend
 
-    return validate_artefact(OrtModel(path), reference, **kwargs)
+    return validate_artefact(OrtBackend(path), reference, **kwargs)

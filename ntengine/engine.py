@@ -13,87 +13,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ntengine.checkpoint import load_checkpoint, load_model
-from ntengine.config import NTConfig
-from ntengine.model import NTModel
+from ntengine import cpu
+from ntengine.backends import Backend
+from ntengine.backends.torch_backend import open_torch
+from ntengine.checkpoint import load_model
 from ntengine.pooling import pool_mean, sorted_batches
 from ntengine.tokenizer import Tokenizer
 
-from ntengine import cpu, ops
-
-BACKENDS = ("torch", "fused", "onnxruntime", "tensorrt")
-ARTEFACT_BACKENDS = {"onnxruntime": ".onnx", "tensorrt": ".plan"}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ARTEFACT_SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt"}
 POOLINGS = ("mean", "cls", "none")
-
-
-def _resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if dtype in DTYPES:
-        return DTYPES[dtype]
-    raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-
-
-def _resolve_device(device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device} asked for, but this torch sees no CUDA GPU")
-    return device
-
-
-def fused_status(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
-    """(available, reason): can the fused kernels run this device and dtype here?"""
-    if device.type == "cuda":
-        return ops.cuda_status()
-    if device.type != "cpu":
-        return False, f"no fused kernels for {device.type}"
-    if ops._C is None or not hasattr(ops._C, "attention"):
-        return False, "ntengine._C was built without the CPU kernels: reinstall with `pip install -e .`"
-    if dtype == torch.float16:
-        return False, "the fused CPU kernels take float32 or bfloat16, not float16"
-    if not ops.onednn_available():
-        return False, "this torch build lacks oneDNN (mkldnn), which the fused CPU GEMMs use"
-    level = cpu.isa()  # raises on a bad NTENGINE_CPU_ISA
-    if dtype == torch.bfloat16 and not cpu.onednn_bf16():
-        # oneDNN has no bf16 GEMMs below AVX-512 (issue 9): it would crash at the first forward.
-        return False, (f"bfloat16 needs AVX-512 (AVX512F/BW/VL/DQ) for oneDNN's bf16 GEMMs; the CPU kernels "
-                       f"run at '{level}' here: use dtype='float32'")
-    return True, "ok"
-
-
-def _refuse_slow_half(device: torch.device, dtype: torch.dtype, backend: str) -> None:
-    """`auto` never picks a half dtype that only emulated arithmetic can run on this CPU.
-
-    Without AVX-512 (bf16) or AVX512_FP16 (fp16), torch's CPU half kernels convert every
-    element and run no faster than float32 (bench/forward.py): the user asked for speed,
-    so say so rather than run slowly. backend="torch" still runs them (the reference).
-    """
-    if device.type != "cpu" or backend != "auto" or dtype == torch.float32:
-        return
-    if dtype == torch.bfloat16 and cpu.onednn_bf16():
-        return
-    name = "bfloat16" if dtype == torch.bfloat16 else "float16"
-    need = "AVX-512 (AVX512F/BW/VL/DQ)" if dtype == torch.bfloat16 else "AVX512_FP16"
-    raise RuntimeError(f"dtype={name!r} on this CPU (kernels at '{cpu.isa()}', no {need}) is emulated and no "
-                       f"faster than float32: use dtype='float32' (or backend='torch' to run {name} anyway)")
-
-
-def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    """'auto' picks the fused kernels where they can run, else plain torch; an explicit
-    'fused' that cannot run raises with the reason."""
-    if backend not in ("auto",) + BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {list(BACKENDS)}, got {backend!r}")
-    if backend in ARTEFACT_BACKENDS:
-        raise ValueError(f"backend {backend!r} runs an exported artefact: use ntengine.compile(path_or_checkpoint, "
-                         f"backend={backend!r})")
-    _refuse_slow_half(device, dtype, backend)
-    ok, why = fused_status(device, dtype)
-    if backend == "fused" and not ok:
-        raise RuntimeError(f"backend 'fused' is not available: {why}")
-    if backend == "auto":
-        return "fused" if ok else "torch"
-    return backend
 
 
 class Engine:
@@ -102,24 +30,15 @@ class Engine:
     Attributes:
         config: the model's NTConfig.
         tokenizer: a `Tokenizer` for the model's vocabulary and context length.
-        device, dtype, backend: where and how the model runs.
+        device, dtype: where it runs and its compute dtype (outputs are float32).
+        runtime: the `ntengine.backends.Backend` that runs the encoded batches.
     """
 
-    def __init__(self, model: NTModel, device="cpu", dtype="float32", backend="auto", batch_size: int = 8,
-                 packed: bool = False):
-        if getattr(model, "name", None) in ARTEFACT_BACKENDS:  # a backends.artefact.ArtefactModel
-            if packed:
-                raise ValueError(f"the {model.name} backend runs padded batches only: packed=False")
-            self.device, self.dtype, self.backend = model.device, DTYPES[model.dtype], model.name
-            self.model = model
-        else:
-            self.device = _resolve_device(device)
-            self.dtype = _resolve_dtype(dtype)
-            self.backend = _resolve_backend(backend, self.device, self.dtype)
-            self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.config: NTConfig = model.config
-        if self.backend == "fused":
-            self.model.use_fused_kernels()
+    def __init__(self, runtime: Backend, batch_size: int = 8, packed: bool = False):
+        if packed and not runtime.packed:
+            raise ValueError(f"the {runtime.name} backend runs padded batches only: packed=False")
+        self.runtime = runtime
+        self.device, self.dtype, self.config = runtime.device, runtime.dtype, runtime.config
         # Tokens computed vs tokens that were padding, over embed()/logits() calls.
         self.stats = {"real_tokens": 0, "padded_tokens": 0}
         self.tokenizer = Tokenizer(version=self.config.version, max_length=self.config.max_positions)
@@ -129,6 +48,16 @@ class Engine:
         self.head = None
         # What loading read and accepted unused (`ntengine.checkpoint.LoadReport`), if loaded here.
         self.load_report = None
+
+    @property
+    def backend(self) -> str:
+        """"torch" | "fused" | "onnxruntime" | "tensorrt"."""
+        return self.runtime.name
+
+    @property
+    def model(self):
+        """The torch NTModel the runtime runs (None for an exported artefact)."""
+        return self.runtime.model
 
     @property
     def padding_fraction(self) -> float:
@@ -175,7 +104,7 @@ class Engine:
             return t.to(self.device)
 
         ids_t, mask_t, cu_t = tensor(ids).long(), tensor(attention_mask), tensor(cu_seqlens)
-        out = self.model(ids_t, None if mask_t is None else mask_t.bool(), layers=layers,
+        out = self.runtime(ids_t, None if mask_t is None else mask_t.bool(), layers=layers,
                          attention_maps=attention_maps, logits=logits, cu_seqlens=cu_t)
         out = {k: v.float() for k, v in out.items()}
         return {k: v.cpu().numpy() for k, v in out.items()} if as_numpy else out
@@ -319,35 +248,33 @@ def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
 
     The engine's ``load_report`` lists what was read and what was accepted unused.
     """
-    suffix = Path(str(checkpoint)).suffix
-    artefact = {".onnx": "onnxruntime", ".plan": "tensorrt"}.get(suffix)
-    if artefact or backend in ARTEFACT_BACKENDS:
-        if artefact and backend not in ("auto", artefact):
-            raise ValueError(f"a {suffix} file runs on backend {artefact!r}, not {backend!r}")
-        if artefact and (adapter is not None or revision is not None):
-            raise ValueError(f"a {suffix} file holds its weights already: adapter/revision apply to checkpoints "
-                             "(export the adapted model instead)")
-        artefact_file, artefact = artefact is not None, artefact or backend
-        if artefact == "onnxruntime":
-            from ntengine.backends.ort_backend import OrtModel
-            from ntengine.export.cache import cached_export
-
-            model = OrtModel(checkpoint if artefact_file else
-                             cached_export(checkpoint, dtype, trust_pickle, revision=revision, adapter=adapter))
-        else:
-            from ntengine.backends.trt_backend import TrtModel
-            from ntengine.export.cache import cached_build
-
-            device = "cuda" if device == "cpu" else device
-            model = TrtModel(checkpoint if artefact_file else
-                             cached_build(checkpoint, dtype, trust_pickle, revision=revision, adapter=adapter), device)
-        engine = Engine(model, batch_size=batch_size, packed=packed)
-        if not artefact_file:  # the task head and the report live beside the weights, not in the artefact
-            ckpt = load_checkpoint(checkpoint, trust_pickle=trust_pickle, layout=layout, revision=revision,
-                                   adapter=adapter)
-            engine.head, engine.load_report = ckpt.head, ckpt.report
-        return engine
+    artefact = ARTEFACT_SUFFIXES.get(Path(str(checkpoint)).suffix)
+    if artefact:
+        if backend not in ("auto", artefact):
+            raise ValueError(f"a {Path(str(checkpoint)).suffix} file runs on backend {artefact!r}, not {backend!r}")
+        if adapter is not None or revision is not None:
+            raise ValueError(f"a {Path(str(checkpoint)).suffix} file holds its weights already: adapter/revision "
+                             "apply to checkpoints (export the adapted model instead)")
+        return Engine(_open_artefact(artefact, checkpoint, device), batch_size=batch_size, packed=packed)
     model, ckpt = load_model(checkpoint, trust_pickle=trust_pickle, layout=layout, revision=revision, adapter=adapter)
-    engine = Engine(model, device=device, dtype=dtype, backend=backend, batch_size=batch_size, packed=packed)
+    if backend in ARTEFACT_SUFFIXES.values():
+        from ntengine.export.cache import cached_artefact
+
+        path = cached_artefact(backend, model, checkpoint, dtype, trust_pickle, revision=revision, adapter=adapter)
+        runtime = _open_artefact(backend, path, device)
+    else:
+        runtime = open_torch(model, device, dtype, backend)
+    engine = Engine(runtime, batch_size=batch_size, packed=packed)
+    # The task head and the report live beside the weights, not in an artefact.
     engine.head, engine.load_report = ckpt.head, ckpt.report
     return engine
+
+
+def _open_artefact(backend: str, path, device) -> Backend:
+    if backend == "onnxruntime":
+        from ntengine.backends.ort_backend import OrtBackend
+
+        return OrtBackend(path)
+    from ntengine.backends.trt_backend import TrtBackend
+
+    return TrtBackend(path, "cuda" if str(device) == "cpu" else device)

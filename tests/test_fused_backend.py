@@ -15,7 +15,7 @@ import torch
 import ntengine
 from isa import SUPPORTED, isa_params
 from ntengine import cpu, ops
-from ntengine.engine import DTYPES, fused_status
+from ntengine.backends.torch_backend import DTYPES, fused_status
 from tolerances import FIXTURE, FP32, rel_err
 
 

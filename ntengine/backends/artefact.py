@@ -1,11 +1,12 @@
-"""The artefact contract, on the runtime side: the ntengine metadata an exported ONNX file
+"""The artefact backends' shared half: the ntengine metadata an exported ONNX file
 (metadata_props) or TensorRT plan (JSON sidecar) carries, which `ntengine.export` writes
-and the ONNX Runtime and TensorRT backends read, and NTModel.forward's contract over the
-outputs an artefact holds.
+and the ONNX Runtime and TensorRT backends read, and the `Backend` call over the outputs
+an artefact holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from ntengine.backends.base import Backend
 from ntengine.config import NTConfig
 
 META_CONFIG, META_OUTPUTS, META_DTYPE = "ntengine.config", "ntengine.outputs", "ntengine.dtype"
@@ -59,16 +61,13 @@ def require_tensorrt():
     return trt
 
 
-class ArtefactModel:
-    """An exported model called like NTModel.forward. Subclasses set name, device and
-    path, call `_read_metadata`, and implement `_run`.
+class ArtefactBackend(Backend):
+    """An exported model: padded batches, the outputs it was exported with. Subclasses set
+    name, device and path, call `_read_metadata`, and implement `_run`.
 
-    Attributes: config (NTConfig), outputs (names the artefact holds), dtype ("float32" |
-    "float16" | "bfloat16": its compute dtype; outputs are float32).
+    Attributes: outputs (the names the artefact holds), path (its file).
     """
 
-    name: str
-    device: torch.device
     path: Path
 
     def _read_metadata(self, meta: dict) -> None:
@@ -78,7 +77,14 @@ class ArtefactModel:
                              "export it with `ntengine export`")
         self.config = NTConfig.from_dict(json.loads(meta[META_CONFIG]))
         self.outputs = tuple(json.loads(meta[META_OUTPUTS]))
-        self.dtype = meta[META_DTYPE]
+        self.dtype = getattr(torch, meta[META_DTYPE])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        return h.hexdigest()
 
     @property
     def layers_logits(self) -> tuple[tuple[str, ...], tuple[int, ...], bool]:
@@ -91,7 +97,8 @@ class ArtefactModel:
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, layers=(),
                  attention_maps=(), logits: bool = True, cu_seqlens=None) -> dict[str, torch.Tensor]:
-        """NTModel.forward's contract for what the artefact holds; anything else raises."""
+        """The contract for what the artefact holds; anything else (packed rows, attention
+        maps, outputs it was not exported with) raises."""
         if cu_seqlens is not None:
             raise ValueError(f"the {self.name} backend runs padded batches only (no cu_seqlens / packed)")
         if attention_maps:

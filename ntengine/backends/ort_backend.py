@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ntengine.backends.artefact import ONNX_INSTALL_HINT, ArtefactModel
+from ntengine.backends.artefact import ONNX_INSTALL_HINT, ArtefactBackend
 
 
 def _ort():
@@ -23,7 +23,7 @@ def _ort():
     return onnxruntime
 
 
-class OrtModel(ArtefactModel):
+class OrtBackend(ArtefactBackend):
     """An ONNX Runtime session (CPU EP) over an ntengine ONNX artefact."""
 
     name = "onnxruntime"

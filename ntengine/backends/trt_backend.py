@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from ntengine.backends.artefact import META_GPU, META_PROFILE, META_TRT, ArtefactModel, require_tensorrt, sidecar
+from ntengine.backends.artefact import META_GPU, META_PROFILE, META_TRT, ArtefactBackend, require_tensorrt, sidecar
 
 
 
-class TrtModel(ArtefactModel):
+class TrtBackend(ArtefactBackend):
     """A deserialised TensorRT engine with one execution context."""
 
     name = "tensorrt"

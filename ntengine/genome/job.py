@@ -15,7 +15,7 @@ from pathlib import Path
 from ntengine.genome.fasta import FastaScan, scan_fasta
 from ntengine.genome.store import STATUS, STATUS_DOC, FORMAT, create_or_open, done_chunks
 from ntengine.genome.windows import default_window_bp, plan_spans, read_bed, select_regions
-from ntengine.genome.worker import JobSpec, model_sha256, run_chunks
+from ntengine.genome.worker import JobSpec, run_chunks
 
 
 def _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size, adapter=None):
@@ -89,7 +89,7 @@ def embed_genome(model, fasta, out, *, window: int | None = None, stride: int | 
     meta = {
         "format": FORMAT, "ntengine_version": __version__, "status_codes": STATUS_DOC,
         "records": names,
-        "model": {"sha256": model_sha256(engine), "config": cfg.to_dict(), "backend": engine.backend,
+        "model": {"sha256": engine.runtime.fingerprint(), "config": cfg.to_dict(), "backend": engine.backend,
                   "dtype": str(engine.dtype).removeprefix("torch."), "device": engine.device.type},
         "genome": {"path": str(Path(fasta).resolve()), "sha256": scan.sha256,
                    "lengths": [[r.name, r.length] for r in scan.records]},

@@ -8,15 +8,12 @@ or distributed job writes the same bytes as one uninterrupted local run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ntengine.genome.fasta import has_acgt, open_sequences, reverse_complement
 from ntengine.genome.store import STATUS, write_chunk
@@ -46,21 +43,6 @@ class JobSpec:
 
     def chunk(self, c: int) -> list:
         return self.windows[c * self.chunk_windows:(c + 1) * self.chunk_windows]
-
-
-def model_sha256(engine) -> str:
-    """Hash of what the engine computes with: its artefact file, or config + weights."""
-    h = hashlib.sha256()
-    if hasattr(engine.model, "path"):
-        with open(engine.model.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-        return h.hexdigest()
-    h.update(json.dumps(engine.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(engine.model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy())
-    return h.hexdigest()
 
 
 class ChunkRunner:

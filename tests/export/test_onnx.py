@@ -17,7 +17,7 @@ import onnx  # noqa: E402
 
 import ntengine  # noqa: E402
 from ntengine import ops  # noqa: E402
-from ntengine.backends.ort_backend import OrtModel  # noqa: E402
+from ntengine.backends.ort_backend import OrtBackend  # noqa: E402
 from ntengine.cli import main  # noqa: E402
 from ntengine.export import to_onnx  # noqa: E402
 from ntengine.export.onnx import export_model  # noqa: E402
@@ -36,7 +36,7 @@ def reference(model, ids, mask, layers=(1,)):
 
 
 def check(path, model, ids, mask, tol=ONNX_FP32):
-    art = OrtModel(path)
+    art = OrtBackend(path)
     got = art.run(ids, mask, art.outputs)
     errors = compare(got, reference(model, ids, mask, art.layers_logits[1]), mask)
     assert all(r <= tol for _, r in errors.values()), errors
@@ -190,7 +190,7 @@ def test_validation_fails_loudly(tiny):
 def test_float16_export_runs_in_ort_cpu(fixtures_dir, tmp_path, name):
     path = to_onnx(fixtures_dir / name, tmp_path / "fp16.onnx", dtype="float16", outputs=("embeddings", "logits"))
     model = export_model(fixtures_dir / name)
-    assert OrtModel(path).dtype == "float16"
+    assert OrtBackend(path).dtype == torch.float16
     ids, mask = genome_batch(model.config, (70, 12, 1), seed=3)
     errors = check(path, model, ids, mask, tol=ONNX_FP16)
     assert max(r for _, r in errors.values()) > 1e-5  # it really computed in fp16
@@ -201,7 +201,7 @@ def test_cli_export(fixtures_dir, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     assert main(["export", str(fixtures_dir / "v1_tiny"), "-o", str(out), "--outputs", "embeddings,logits,embeddings_2",
                  "--opset", "18"]) == 0
-    assert out.is_file() and OrtModel(out).outputs == ("embeddings", "logits", "embeddings_2")
+    assert out.is_file() and OrtBackend(out).outputs == ("embeddings", "logits", "embeddings_2")
     assert onnx.load(str(out)).opset_import[0].version == 18
     assert "validate cli.onnx" in capsys.readouterr().out
     with pytest.raises(SystemExit):
