@@ -192,8 +192,11 @@ def main() -> None:
     out = write_json(Path(args.out), {"preset": args.preset, "device": where, "machine": machine_info(),
                                       "threads": torch.get_num_threads(), "repeats": args.repeats, "rows": rows,
                                       "mixed_lengths": mixed})
-    plot(rows, out.with_suffix(".png"), args.preset)
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    try:
+        plot(rows, out.with_suffix(".png"), args.preset)
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+    except ImportError:  # the table and the JSON are the results; the PNG is a convenience
+        print(f"wrote {out} (no PNG: pip install matplotlib)")
 
 
 def plot(rows: list[dict], path: Path, preset: str) -> None:

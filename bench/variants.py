@@ -26,6 +26,7 @@ import torch
 from common import RESULTS, machine_info, print_table, write_json
 from ntengine import compile as compile_engine
 from ntengine.checkpoint import init_checkpoint
+from ntengine.variants.scoring import ScoreSettings
 from ntengine.variants.vcf import score_variants
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -56,8 +57,8 @@ def main() -> None:
                                 batch_size=args.batch_size)
         for share in (True, False):
             t0 = time.perf_counter()
-            s = score_variants(engine, subset, FASTA, tmp / f"out-{share}.vcf.gz", window=args.window,
-                               batch_size=args.batch_size, share_reference=share, progress=False)
+            s = score_variants(engine, subset, FASTA, tmp / f"out-{share}.vcf.gz", ScoreSettings(
+                window=args.window, batch_size=args.batch_size, share_reference=share), progress=False)
             dt = time.perf_counter() - t0
             windows = s["windows_computed"] + s["masked_computed"]
             rows.append({"batching": "shared" if share else "per allele", "records": s["records"],

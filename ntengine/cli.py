@@ -26,13 +26,15 @@ def _cmd_init(args) -> None:
 
 def _cmd_embed(args) -> None:
     from ntengine.genome.job import embed_genome
+    from ntengine.genome.settings import EmbedSettings
 
     t0 = time.perf_counter()
+    settings = EmbedSettings(window=args.window, stride=args.stride, layer=args.layer,
+                             reverse_complement=args.reverse_complement, token_embeddings=args.token_embeddings,
+                             invalid=args.invalid, batch_size=args.batch_size, chunk_windows=args.chunk_windows)
     summary = embed_genome(
-        args.checkpoint, args.fasta, args.output, window=args.window, stride=args.stride, layer=args.layer,
-        regions=args.regions, bed=args.bed, records=args.records.split(",") if args.records else None,
-        reverse_complement=args.reverse_complement, token_embeddings=args.token_embeddings, bigwig=args.bigwig,
-        invalid=args.invalid, batch_size=args.batch_size, chunk_windows=args.chunk_windows, device=args.device,
+        args.checkpoint, args.fasta, args.output, settings, regions=args.regions, bed=args.bed,
+        records=args.records.split(",") if args.records else None, bigwig=args.bigwig, device=args.device,
         dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle,
         ray=args.ray, workers=args.workers, progress=not args.quiet, adapter=args.adapter)
     dt = time.perf_counter() - t0
@@ -43,13 +45,15 @@ def _cmd_embed(args) -> None:
 
 
 def _cmd_score_variants(args) -> None:
+    from ntengine.variants.scoring import ScoreSettings
     from ntengine.variants.vcf import score_variants
 
     t0 = time.perf_counter()
-    s = score_variants(args.checkpoint, args.vcf, args.fasta, args.output, tsv=args.tsv, window=args.window,
-                       layer=args.layer, both_strands=args.both_strands, batch_size=args.batch_size,
-                       block_records=args.block_records, device=args.device, dtype=args.dtype, backend=args.backend,
-                       trust_pickle=args.trust_pickle, progress=not args.quiet, adapter=args.adapter)
+    settings = ScoreSettings(window=args.window, layer=args.layer, both_strands=args.both_strands,
+                             batch_size=args.batch_size, block_records=args.block_records)
+    s = score_variants(args.checkpoint, args.vcf, args.fasta, args.output, settings, tsv=args.tsv, device=args.device,
+                       dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle,
+                       progress=not args.quiet, adapter=args.adapter)
     dt = time.perf_counter() - t0
     computed, requested = s["windows_computed"] + s["masked_computed"], s["windows_requested"] + s["masked_requested"]
     skipped = ", ".join(f"{n:,} {why}" for why, n in sorted(s["skipped"].items())) or "none"
@@ -118,6 +122,7 @@ def _cmd_quickstart(args) -> None:
     import ntengine
     from ntengine.checkpoint import init_checkpoint
     from ntengine.genome.job import embed_genome
+    from ntengine.genome.settings import EmbedSettings
 
     out = Path(args.output)
     ckpt = out / "nt-v2-50m-random"
@@ -131,7 +136,7 @@ def _cmd_quickstart(args) -> None:
     result, tracks = out / "phiX174.zarr", out / "phiX174_tracks"
     _log(f"$ ntengine embed {ckpt} {EXAMPLE_GENOME} -o {result} --window 1200 --bigwig {tracks}")
     t0 = time.perf_counter()
-    summary = embed_genome(engine, EXAMPLE_GENOME, result, window=1200, bigwig=tracks)
+    summary = embed_genome(engine, EXAMPLE_GENOME, result, EmbedSettings(window=1200), bigwig=tracks)
     dt = time.perf_counter() - t0
     import zarr
 

@@ -10,11 +10,13 @@ opens or resumes the store and hands the chunks still to do to a local or Ray ru
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ntengine.genome.fasta import FastaScan, scan_fasta
 from ntengine.genome.store import STATUS, STATUS_DOC, FORMAT, create_or_open, done_chunks
-from ntengine.genome.windows import default_window_bp, plan_spans, read_bed, select_regions
+from ntengine.genome.settings import EmbedSettings
+from ntengine.genome.windows import plan_spans, read_bed, select_regions
 from ntengine.genome.worker import JobSpec, run_chunks
 
 
@@ -34,12 +36,10 @@ def _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size, ada
                             batch_size=batch_size, adapter=spec["adapter"]), spec
 
 
-def embed_genome(model, fasta, out, *, window: int | None = None, stride: int | None = None,
-                 layer: int | None = None, regions=None, bed=None, records=None,
-                 reverse_complement: bool = False, token_embeddings: int | None = None, bigwig=None,
-                 invalid: str = "raise", batch_size: int = 8, chunk_windows: int = 32,
-                 device="cpu", dtype="float32", backend: str = "auto", trust_pickle: bool = False,
-                 ray=None, workers: int | None = None, progress: bool = True, adapter=None) -> dict:
+def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *, regions=None, bed=None,
+                 records=None, bigwig=None, device="cpu", dtype="float32", backend: str = "auto",
+                 trust_pickle: bool = False, ray=None, workers: int | None = None, progress: bool = True,
+                 adapter=None) -> dict:
     """Embed a genome (or regions of it) into a zarr store; optionally write bigWig tracks.
 
     Args:
@@ -49,18 +49,12 @@ def embed_genome(model, fasta, out, *, window: int | None = None, stride: int | 
         fasta: FASTA file: plain, gzip or BGZF (see `ntengine.genome.fasta`).
         out: the .zarr store. Rerunning the same call on an unfinished store resumes it;
             a store written with anything different is refused.
-        window, stride: window length and step in bp (default: the model's context,
-            6 x (max_positions - 1) bp; stride = window, no overlap).
-        layer: 1-based block for the pooled embeddings (default: final embeddings).
+        settings: what to compute (window, stride, layer, strands, per-token outputs,
+            IUPAC policy, batching): see `EmbedSettings`.
         regions: samtools-style strings ("chr1:1,000-50,000", 1-based inclusive) or names;
             bed: a BED file of regions; records: record names. Default: every record.
-        reverse_complement: also embed each window's reverse complement and store the
-            mean of the two strands' pooled embeddings (per-token outputs stay forward).
-        token_embeddings: also store per-token embeddings (float16) from this layer.
-        bigwig: folder for logprob.bw and entropy.bw (see `ntengine.genome.tracks`).
-        invalid: "raise" (default: any IUPAC code other than N is an error naming record,
-            line and column) or "N" (read them as N, as the tokenizer's policy).
-        batch_size: windows per forward pass; chunk_windows: windows per committed chunk.
+        bigwig: folder for logprob.bw and entropy.bw (see `ntengine.genome.tracks`); implies
+            settings.tracks.
         ray: None (local), or a Ray address ("auto", "ray://host:10001", "" for a fresh
             local cluster); workers: Ray actors (default: one per GPU, else 2).
     Returns:
@@ -70,21 +64,16 @@ def embed_genome(model, fasta, out, *, window: int | None = None, stride: int | 
 
     from ntengine import __version__
 
-    if batch_size < 1 or chunk_windows < 1:
-        raise ValueError("batch_size and chunk_windows must be >= 1")
-    if invalid not in ("raise", "N"):
-        raise ValueError(f"invalid must be 'raise' or 'N', got {invalid!r}")
-    scan: FastaScan = scan_fasta(fasta, allow_iupac=invalid == "N")
+    if bigwig is not None:
+        settings = replace(settings, tracks=True)
+    scan: FastaScan = scan_fasta(fasta, allow_iupac=settings.invalid == "N")
     lengths = {r.name: r.length for r in scan.records}
     wanted = list(regions or []) + (read_bed(bed) if bed else [])
     spans = select_regions(lengths, wanted or None, records)
-    engine, engine_spec = _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size, adapter)
+    engine, engine_spec = _resolve_engine(model, device, dtype, backend, trust_pickle, settings.batch_size, adapter)
     cfg = engine.config
-    for name, value in (("layer", layer), ("token_embeddings", token_embeddings)):
-        if value is not None and not 1 <= value <= cfg.num_layers:
-            raise ValueError(f"{name} {value} out of range 1..{cfg.num_layers}")
-    window = window or default_window_bp(cfg)
-    windows = [tuple(w) for w in plan_spans(spans, window, stride)]
+    settings = settings.for_model(cfg)
+    windows = [tuple(w) for w in plan_spans(spans, settings.window, settings.stride)]
     names = [r.name for r in scan.records]
     meta = {
         "format": FORMAT, "ntengine_version": __version__, "status_codes": STATUS_DOC,
@@ -93,18 +82,14 @@ def embed_genome(model, fasta, out, *, window: int | None = None, stride: int | 
                   "dtype": str(engine.dtype).removeprefix("torch."), "device": engine.device.type},
         "genome": {"path": str(Path(fasta).resolve()), "sha256": scan.sha256,
                    "lengths": [[r.name, r.length] for r in scan.records]},
-        "params": {"window": window, "stride": stride or window, "layer": layer, "spans": spans,
-                   "reverse_complement": reverse_complement, "token_embeddings": token_embeddings,
-                   "tracks": bigwig is not None, "invalid": invalid, "batch_size": batch_size},
-        "layout": {"windows": len(windows), "chunk_windows": chunk_windows, "embed_dim": cfg.embed_dim,
-                   "tokens": cfg.max_positions, "token_embeddings": bool(token_embeddings),
-                   "tracks": bigwig is not None},
+        "params": settings.params(spans),
+        "layout": {"windows": len(windows), "chunk_windows": settings.chunk_windows, "embed_dim": cfg.embed_dim,
+                   "tokens": cfg.max_positions, "token_embeddings": bool(settings.token_embeddings),
+                   "tracks": settings.tracks},
     }
     group = create_or_open(out, meta, windows, {n: i for i, n in enumerate(names)})
     spec = JobSpec(fasta=str(Path(fasta).resolve()), indexable=scan.indexable, store=str(Path(out).resolve()),
-                   windows=windows, chunk_windows=chunk_windows, batch_size=batch_size, layer=layer,
-                   token_layer=token_embeddings, tracks=bigwig is not None, reverse_complement=reverse_complement,
-                   invalid=invalid, engine=engine_spec)
+                   windows=windows, settings=settings, engine=engine_spec)
     done = done_chunks(group)
     todo = [c for c in range(spec.n_chunks) if not done[c] and spec.chunk(c)]
     total = sum(e - s for c in todo for _, s, e in spec.chunk(c))

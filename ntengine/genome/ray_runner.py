@@ -28,7 +28,7 @@ class _Worker:
         torch.set_num_threads(max(1, int(cpus)))
         e = spec.engine
         engine = ntengine.compile(e["checkpoint"], device=e["device"], dtype=e["dtype"], backend=e["backend"],
-                                  trust_pickle=e["trust_pickle"], batch_size=spec.batch_size,
+                                  trust_pickle=e["trust_pickle"], batch_size=spec.settings.batch_size,
                                   adapter=e.get("adapter"))
         self.spec, self.runner = spec, ChunkRunner(spec, engine)
         self.group = open_group(Path(spec.store), "r+")
@@ -37,7 +37,7 @@ class _Worker:
         from ntengine.genome.store import write_chunk
 
         prepared = self.runner.prepare(chunk)
-        write_chunk(self.group, chunk, self.spec.chunk_windows, self.runner.run(prepared))
+        write_chunk(self.group, chunk, self.spec.settings.chunk_windows, self.runner.run(prepared))
         return chunk, sum(e - s for _, s, e in prepared["windows"])
 
 

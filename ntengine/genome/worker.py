@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ntengine.genome.fasta import has_acgt, open_sequences, reverse_complement
+from ntengine.genome.settings import EmbedSettings
 from ntengine.genome.store import STATUS, write_chunk
 from ntengine.pooling import log_softmax, pool_mean, sorted_batches
 
@@ -28,21 +29,15 @@ class JobSpec:
     indexable: bool
     store: str
     windows: list  # (record, start, end), store order
-    chunk_windows: int
-    batch_size: int
-    layer: int | None  # 1-based block for pooled embeddings; None = final embeddings
-    token_layer: int | None  # per-token embeddings from this layer (0 = off)
-    tracks: bool
-    reverse_complement: bool
-    invalid: str
+    settings: EmbedSettings
     engine: dict = field(default_factory=dict)  # checkpoint, device, dtype, backend, trust_pickle
 
     @property
     def n_chunks(self) -> int:
-        return max(1, -(-len(self.windows) // self.chunk_windows))
+        return max(1, -(-len(self.windows) // self.settings.chunk_windows))
 
     def chunk(self, c: int) -> list:
-        return self.windows[c * self.chunk_windows:(c + 1) * self.chunk_windows]
+        return self.windows[c * self.settings.chunk_windows:(c + 1) * self.settings.chunk_windows]
 
 
 class ChunkRunner:
@@ -51,7 +46,7 @@ class ChunkRunner:
     def __init__(self, spec: JobSpec, engine):
         self.spec, self.engine = spec, engine
         self.context = engine.config.max_positions
-        self.tokenizer = type(engine.tokenizer)(version=engine.config.version, invalid=spec.invalid,
+        self.tokenizer = type(engine.tokenizer)(version=engine.config.version, invalid=spec.settings.invalid,
                                                 max_length=self.context)
         self.sequences = open_sequences(spec.fasta, spec.indexable)
 
@@ -70,7 +65,7 @@ class ChunkRunner:
             seq, (start, end) = seqs[j], spans[j]
             lead, trail = len(seq) - len(seq.lstrip("Nn")), len(seq) - len(seq.rstrip("Nn"))
             seqs[j], spans[j] = seq[lead:len(seq) - trail], (start + lead, end - trail)
-        strands = [seqs] + ([[reverse_complement(x) for x in seqs]] if self.spec.reverse_complement else [])
+        strands = [seqs] + ([[reverse_complement(x) for x in seqs]] if self.spec.settings.reverse_complement else [])
         encoded = [(self.tokenizer.batch_encode(x, truncation=True), self.tokenizer.count_tokens(x))
                    if x else (None, counts) for x in strands]
         return {"chunk": c, "windows": windows, "keep": keep, "spans": spans, "shortened": counts > self.context,
@@ -78,19 +73,19 @@ class ChunkRunner:
 
     def run(self, prepared: dict) -> dict[str, np.ndarray]:
         """The chunk's rows of every store array."""
-        spec, windows, keep = self.spec, prepared["windows"], prepared["keep"]
+        settings, windows, keep = self.spec.settings, prepared["windows"], prepared["keep"]
         n, dim, t = len(windows), self.engine.config.embed_dim, self.context
         out = {"window_status": np.full(n, STATUS["skipped_all_n"], np.int8),
                "window_start": np.array([w[1] for w in windows], np.int64),
                "window_end": np.array([w[2] for w in windows], np.int64),
                "embeddings": np.full((n, dim), np.nan, np.float32),
                "n_tokens": np.zeros(n, np.int32)}
-        if spec.token_layer or spec.tracks:
+        if settings.token_embeddings or settings.tracks:
             out["token_start"] = np.full((n, t), -1, np.int64)
             out["token_end"] = np.full((n, t), -1, np.int64)
-        if spec.token_layer:
+        if settings.token_embeddings:
             out["token_embeddings"] = np.zeros((n, t, dim), np.float16)
-        if spec.tracks:
+        if settings.tracks:
             out["token_logprob"] = np.full((n, t), np.nan, np.float32)
             out["token_entropy"] = np.full((n, t), np.nan, np.float32)
         if not keep:
@@ -103,13 +98,13 @@ class ChunkRunner:
     def _pool_strand(self, enc, counts, prepared, out) -> np.ndarray:
         """Mean-pooled embeddings [len(keep), E] of one strand; fills out's per-window
         and per-token arrays when `out` is given (the forward strand)."""
-        spec, engine, keep = self.spec, self.engine, prepared["keep"]
+        settings, engine, keep = self.spec.settings, self.engine, prepared["keep"]
         lengths = enc.attention_mask.sum(1)
         pooled = np.empty((len(keep), engine.config.embed_dim), np.float32)
-        key = "embeddings" if spec.layer is None else f"embeddings_{spec.layer}"
-        layers = tuple(sorted({x for x in (spec.layer, spec.token_layer) if x}))
-        want_logits = out is not None and spec.tracks
-        for rows, width in sorted_batches(lengths, spec.batch_size):
+        key = "embeddings" if settings.layer is None else f"embeddings_{settings.layer}"
+        layers = tuple(sorted({x for x in (settings.layer, settings.token_embeddings) if x}))
+        want_logits = out is not None and settings.tracks
+        for rows, width in sorted_batches(lengths, settings.batch_size):
             ids, mask = enc.ids[rows, :width], enc.attention_mask[rows, :width]
             res = engine.forward(ids, mask, layers=layers, logits=want_logits)
             pooled[rows] = pool_mean(res[key], engine.nucleotide_mask(ids) & mask)
@@ -123,11 +118,11 @@ class ChunkRunner:
                 out["window_start"][w], out["window_end"][w], out["n_tokens"][w] = start, end, m
                 shortened = prepared["shortened"][r] or counts[r] > m
                 out["window_status"][w] = STATUS["shortened" if shortened else "embedded"]
-                if spec.token_layer or spec.tracks:
+                if settings.token_embeddings or settings.tracks:
                     out["token_start"][w, 1:m] = start + enc.offsets[r, 1:m, 0]
                     out["token_end"][w, 1:m] = start + enc.offsets[r, 1:m, 1]
-                if spec.token_layer:
-                    out["token_embeddings"][w, :m] = res[f"embeddings_{spec.token_layer}"][j, :m]
+                if settings.token_embeddings:
+                    out["token_embeddings"][w, :m] = res[f"embeddings_{settings.token_embeddings}"][j, :m]
                 if want_logits:
                     logp, entropy = _logprob_entropy(res["logits"][j, 1:m], ids[j, 1:m])
                     out["token_logprob"][w, 1:m] = logp
@@ -171,7 +166,7 @@ def run_chunks(spec: JobSpec, engine, chunks, on_done=None, prefetch: int = 2) -
         while (item := todo.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            write_chunk(group, item["chunk"], spec.chunk_windows, runner.run(item))
+            write_chunk(group, item["chunk"], spec.settings.chunk_windows, runner.run(item))
             if on_done:
                 on_done(item["chunk"], sum(e - s for _, s, e in item["windows"]))
     finally:

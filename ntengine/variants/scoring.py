@@ -23,15 +23,50 @@ alleles and by every record at that locus.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from ntengine.genome.fasta import reverse_complement
 from ntengine.pooling import log_softmax, pool_mean, sorted_batches
-from ntengine.variants.windows import build_windows, span_tokens, token_at
+from ntengine.variants.windows import DEFAULT_WINDOW, build_windows, span_tokens, token_at
 
 SCORES = ("llr", "logit_diff", "l1", "l2", "cosine", "dot", "token_l1", "token_l2", "token_cosine", "token_dot")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreSettings:
+    """What variant scoring computes and how it batches.
+
+    Attributes:
+        window: window length in bp (default 5,994 = 999 six-mers; at most the model's context).
+        layer: 1-based layer for the distances (default final embeddings).
+        both_strands: average llr and the distances over both strands.
+        batch_size: windows per forward pass.
+        block_records: records read, scored in shared batches and written at a time.
+        share_reference: compute each distinct window once per block (turn off only to
+            measure what sharing saves).
+    """
+
+    window: int = DEFAULT_WINDOW
+    layer: int | None = None
+    both_strands: bool = False
+    batch_size: int = 8
+    block_records: int = 256
+    share_reference: bool = True
+
+    def check(self, config) -> None:
+        """Raise ValueError if these settings do not fit the model of `config`."""
+        from ntengine.genome.windows import default_window_bp
+
+        limit = default_window_bp(config)
+        if not 1 <= self.window <= limit:
+            raise ValueError(f"window must be 1..{limit} bp for this model (its context), got {self.window}")
+        if self.layer is not None and not 1 <= self.layer <= config.num_layers:
+            raise ValueError(f"layer {self.layer} out of range 1..{config.num_layers}")
+        if self.batch_size < 1 or self.block_records < 1:
+            raise ValueError("batch_size and block_records must be >= 1")
 
 
 class AlleleTask(NamedTuple):
@@ -57,10 +92,9 @@ class Scorer:
     "masked_computed"} over all blocks (how much sharing saved).
     """
 
-    def __init__(self, engine, fetch, window: int, layer: int | None = None, both_strands: bool = False,
-                 batch_size: int = 8, share: bool = True):
-        self.engine, self.fetch, self.window, self.layer = engine, fetch, window, layer
-        self.both_strands, self.batch_size, self.share = both_strands, batch_size, share
+    def __init__(self, engine, fetch, settings: ScoreSettings = ScoreSettings()):
+        settings.check(engine.config)
+        self.engine, self.fetch, self.settings = engine, fetch, settings
         self.tokenizer = engine.tokenizer
         self.stats = dict.fromkeys(("windows_requested", "windows_computed", "masked_requested",
                                     "masked_computed"), 0)
@@ -69,7 +103,7 @@ class Scorer:
         """float64 [len(tasks), len(SCORES)]."""
         plans, windows, masked = [], {}, {}
         for i, t in enumerate(tasks):
-            w = build_windows(self.fetch, t.chrom, t.pos, t.ref, t.alt, t.record_length, self.window)
+            w = build_windows(self.fetch, t.chrom, t.pos, t.ref, t.alt, t.record_length, self.settings.window)
             n = len(w.ref)
             strands = []
             for rc in (False, True):
@@ -80,7 +114,7 @@ class Scorer:
                 alt_len = min(len(t.alt), len(alt) - w.offset)
                 alt_span = (len(alt) - w.offset - alt_len, len(alt) - w.offset) if rc else (w.offset,
                                                                                           w.offset + alt_len)
-                unmasked = not rc or self.both_strands
+                unmasked = not rc or self.settings.both_strands
                 strands.append({"q": q, "ref": ref, "alt": alt, "unmasked": unmasked,
                                 "ref_key": self._request(windows, ref, ref_span, i) if unmasked else None,
                                 "alt_key": self._request(windows, alt, alt_span, i) if unmasked else None,
@@ -102,20 +136,20 @@ class Scorer:
                     (ref_pool, ref_tok), (alt_pool, alt_tok) = emb[strand["ref_key"]], emb[strand["alt_key"]]
                     dist.append(distances(ref_pool, alt_pool))
                     tok.append(distances(ref_tok, alt_tok))
-            n_llr = 2 if self.both_strands else 1
+            n_llr = 2 if self.settings.both_strands else 1
             out[i] = [np.mean(llr[:n_llr]), np.mean(diff), *np.mean(dist, 0), *np.mean(tok, 0)]
         return out
 
     def _request(self, windows: dict, seq: str, span: tuple[int, int], task: int) -> tuple:
         """Ask for `seq`'s pooled embedding and its `span` tokens' mean; returns the result key."""
-        owner = None if self.share else task  # sharing: one computation per distinct window
+        owner = None if self.settings.share_reference else task  # sharing: one computation per distinct window
         self.stats["windows_requested"] += 1
         windows.setdefault((seq, owner), set()).add(span)
         return seq, owner, span
 
     def _request_masked(self, masked: dict, seq: str, q: int, task: int) -> tuple:
         """Ask for the logits at the token covering `q` of `seq`, masked; returns the key."""
-        key = (seq, q, None if self.share else task)
+        key = (seq, q, None if self.settings.share_reference else task)
         self.stats["masked_requested"] += 1
         masked[key] = None
         return key
@@ -124,7 +158,7 @@ class Scorer:
         """(rows, ids, mask, offsets, lengths) batches of `seqs`, longest first."""
         enc = self.tokenizer.batch_encode(seqs)
         lengths = enc.attention_mask.sum(1)
-        for rows, width in sorted_batches(lengths, self.batch_size):
+        for rows, width in sorted_batches(lengths, self.settings.batch_size):
             yield rows, enc.ids[rows, :width].copy(), enc.attention_mask[rows, :width], enc.offsets[rows], lengths
 
     def _run_unmasked(self, windows: dict) -> dict:
@@ -132,8 +166,8 @@ class Scorer:
         keys = list(windows)
         seqs = [seq for seq, _ in keys]
         self.stats["windows_computed"] += len(keys)
-        name = "embeddings" if self.layer is None else f"embeddings_{self.layer}"
-        layers = () if self.layer is None else (self.layer,)
+        name = "embeddings" if self.settings.layer is None else f"embeddings_{self.settings.layer}"
+        layers = () if self.settings.layer is None else (self.settings.layer,)
         out = {}
         if not seqs:
             return out

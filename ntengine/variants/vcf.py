@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ntengine.genome.fasta import scan_fasta, open_sequences
-from ntengine.variants.scoring import SCORES, AlleleTask, Scorer
-from ntengine.variants.windows import DEFAULT_WINDOW
+from ntengine.variants.scoring import SCORES, AlleleTask, Scorer, ScoreSettings
 
 INFO = {  # INFO ID -> (score column, description)
     "NT_LLR": ("llr", "log P(alt k-mer) - log P(ref k-mer) at the variant's masked token"),
@@ -137,21 +136,15 @@ class TableWriter:
             self.tmp.replace(self.path)
 
 
-def score_variants(model, vcf, fasta, out, *, tsv=None, window: int = DEFAULT_WINDOW, layer: int | None = None,
-                   both_strands: bool = False, batch_size: int = 8, block_records: int = 256, device="cpu",
+def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettings(), *, tsv=None, device="cpu",
                    dtype="float32", backend: str = "auto", trust_pickle: bool = False, progress: bool = True,
-                   share_reference: bool = True, adapter=None) -> dict:
+                   adapter=None) -> dict:
     """Score every allele of `vcf` against `fasta`; write `out` (VCF/VCF.gz/BCF) and `tsv`.
 
     Args:
         model: checkpoint folder / hub id / .onnx / .plan (with the PEFT `adapter` merged if
             given), or an Engine.
-        window: window length in bp (default 5,994 = 999 six-mers; at most the model's
-            context); layer: 1-based layer for the distances (default final embeddings).
-        both_strands: average llr and the distances over both strands.
-        block_records: records read, scored in shared batches and written at a time.
-        share_reference: compute each distinct window once per block (turn off only to
-            measure what sharing saves).
+        settings: window, layer, strands and batching: see `ScoreSettings`.
     Returns:
         summary: records, alleles, scored, skipped {reason: count}, ref_mismatch_records,
         and the Scorer's window statistics.
@@ -160,21 +153,15 @@ def score_variants(model, vcf, fasta, out, *, tsv=None, window: int = DEFAULT_WI
     from tqdm import tqdm
 
     import ntengine
-    from ntengine.genome.windows import default_window_bp
 
     engine = model if hasattr(model, "forward") and hasattr(model, "config") else ntengine.compile(
-        model, device=device, dtype=dtype, backend=backend, trust_pickle=trust_pickle, batch_size=batch_size,
-        adapter=adapter)
-    limit = default_window_bp(engine.config)
-    if not 1 <= window <= limit:
-        raise ValueError(f"window must be 1..{limit} bp for this model (its context), got {window}")
-    if layer is not None and not 1 <= layer <= engine.config.num_layers:
-        raise ValueError(f"layer {layer} out of range 1..{engine.config.num_layers}")
+        model, device=device, dtype=dtype, backend=backend, trust_pickle=trust_pickle,
+        batch_size=settings.batch_size, adapter=adapter)
+    settings.check(engine.config)
     scan = scan_fasta(fasta, allow_iupac=True)
     lengths = {r.name: r.length for r in scan.records}
     sequences = open_sequences(fasta, scan.indexable)
-    scorer = Scorer(engine, lambda c, a, b: sequences.fetch(c, a, b).upper(), window, layer, both_strands,
-                    batch_size, share_reference)
+    scorer = Scorer(engine, lambda c, a, b: sequences.fetch(c, a, b).upper(), settings)
     out = Path(out)
     reader = _open_vcf(vcf)
     _declare_implicit_fields(vcf, reader.header)
@@ -188,11 +175,11 @@ def score_variants(model, vcf, fasta, out, *, tsv=None, window: int = DEFAULT_WI
         block: list = []
         for rec in reader:
             block.append(rec)
-            if len(block) == block_records:
-                table.write(_score_block(block, scorer, lengths, sequences, window, writer, counts, skipped))
+            if len(block) == settings.block_records:
+                table.write(_score_block(block, scorer, lengths, sequences, settings.window, writer, counts, skipped))
                 bar.update(len(block))
                 block = []
-        table.write(_score_block(block, scorer, lengths, sequences, window, writer, counts, skipped))
+        table.write(_score_block(block, scorer, lengths, sequences, settings.window, writer, counts, skipped))
         bar.update(len(block))
     writer.close()
     reader.close()

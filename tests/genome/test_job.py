@@ -19,6 +19,7 @@ import zarr
 import ntengine
 from ntengine.genome.fasta import FastaError, read_records
 from ntengine.genome.job import embed_genome
+from ntengine.genome.settings import EmbedSettings
 from ntengine.genome.store import STATUS, StoreError
 from tolerances import FP32, rel_err
 
@@ -53,7 +54,8 @@ def tree_bytes(root) -> dict:
 def test_windows_tokens_and_embeddings_match_the_genome(engine, shared_data, tmp_path):
     fasta = shared_data / "genomes" / "lambda_phage_NC_001416.1.fa"
     genome = genome_of(fasta)
-    summary = embed_genome(engine, fasta, tmp_path / "l.zarr", window=3000, stride=2500, token_embeddings=1,
+    settings = EmbedSettings(window=3000, stride=2500, token_embeddings=1)
+    summary = embed_genome(engine, fasta, tmp_path / "l.zarr", settings,
                            regions=["gi|9626243|ref|NC_001416.1|:101-20,000"], progress=False)
     g = store(tmp_path / "l.zarr")
     start, end = g["window_start"][:], g["window_end"][:]
@@ -80,7 +82,8 @@ def test_windows_tokens_and_embeddings_match_the_genome(engine, shared_data, tmp
 def test_n_runs_soft_masking_and_reverse_complement(engine, chr2, tmp_path):
     genome = genome_of(chr2)
     assert set(genome[:10000]) == {"N"} and any(c.islower() for c in genome[10000:40000])
-    embed_genome(engine, chr2, tmp_path / "a.zarr", window=3000, regions=["chr2:1-30000"], progress=False)
+    embed_genome(engine, chr2, tmp_path / "a.zarr", EmbedSettings(window=3000), regions=["chr2:1-30000"],
+                 progress=False)
     g = store(tmp_path / "a.zarr")
     status = g["window_status"][:]
     assert list(status[:3]) == [STATUS["skipped_all_n"]] * 3 and np.isnan(g["embeddings"][:3]).all()
@@ -89,8 +92,8 @@ def test_n_runs_soft_masking_and_reverse_complement(engine, chr2, tmp_path):
     assert rel_err(g["embeddings"][3:], engine.embed([s.upper() for s in slices])) <= FP32  # lowercase = upper
 
     # A context-sized window over the N-run edge overflows (one token per N): its leading N run is trimmed.
-    s = embed_genome(engine, chr2, tmp_path / "b.zarr", regions=["chr2:1-24564"], reverse_complement=True,
-                     progress=False)
+    s = embed_genome(engine, chr2, tmp_path / "b.zarr", EmbedSettings(reverse_complement=True),
+                     regions=["chr2:1-24564"], progress=False)
     g = store(tmp_path / "b.zarr")
     assert s["shortened"] == 1 and list(g["window_status"][:]) == [STATUS["shortened"], STATUS["embedded"]]
     assert list(g["window_start"][:]) == [10000, 12282] and list(g["window_end"][:]) == [12282, 24564]
@@ -105,7 +108,8 @@ def test_plain_gzip_streams_like_an_indexed_file(engine, shared_data, tmp_path):
     plain = tmp_path / "phix.fa"
     plain.write_text(f">NC_001422.1\n{genome_of(gz)}\n")
     for name, path in (("gz", gz), ("plain", plain)):
-        embed_genome(engine, path, tmp_path / f"{name}.zarr", window=1000, chunk_windows=2, progress=False)
+        embed_genome(engine, path, tmp_path / f"{name}.zarr", EmbedSettings(window=1000, chunk_windows=2),
+                     progress=False)
     a, b = store(tmp_path / "gz.zarr"), store(tmp_path / "plain.zarr")
     for key in ("embeddings", "window_start", "window_end", "n_tokens"):
         np.testing.assert_array_equal(a[key][:], b[key][:])
@@ -115,7 +119,7 @@ def test_bed_and_records_selection(engine, shared_data, tmp_path):
     fasta = shared_data / "genomes" / "human_chrM_rCRS_NC_012920.fasta"
     bed = tmp_path / "r.bed"
     bed.write_text("track name=x\nchrM\t3000\t3300\tnear_the_N\nchrM\t100\t700\n")
-    embed_genome(engine, fasta, tmp_path / "bed.zarr", window=600, bed=bed, progress=False)
+    embed_genome(engine, fasta, tmp_path / "bed.zarr", EmbedSettings(window=600), bed=bed, progress=False)
     g = store(tmp_path / "bed.zarr")
     assert list(g["window_start"][:]) == [3000, 100] and list(g["window_end"][:]) == [3300, 700]
     genome = genome_of(fasta)
@@ -138,13 +142,13 @@ def test_bad_fasta_fails_before_writing(engine, tmp_path):
 
 def test_foreign_corrupt_and_mismatched_stores_are_refused(engine, fixtures_dir, shared_data, tmp_path):
     fasta = shared_data / "genomes" / "sars_cov_2_NC_045512v2.fa"
-    args = dict(window=3000, progress=False)
+    args = dict(settings=EmbedSettings(window=3000), progress=False)
     embed_genome(engine, fasta, tmp_path / "s.zarr", **args)
     before = tree_bytes(tmp_path / "s.zarr")
     summary = embed_genome(engine, fasta, tmp_path / "s.zarr", **args)  # finished: nothing to do
     assert summary["chunks_run"] == 0 and tree_bytes(tmp_path / "s.zarr") == before
     with pytest.raises(StoreError, match=r"written by another job \(params differ\).*'layer': None.*'layer': 1"):
-        embed_genome(engine, fasta, tmp_path / "s.zarr", layer=1, **args)
+        embed_genome(engine, fasta, tmp_path / "s.zarr", EmbedSettings(window=3000, layer=1), progress=False)
     assert tree_bytes(tmp_path / "s.zarr") == before  # nothing written
     other = ntengine.compile(fixtures_dir / "v2_tiny", backend="torch")  # other kernels: other bytes
     with pytest.raises(StoreError, match=r"\(model differ\)"):
@@ -191,7 +195,7 @@ def test_ray_two_workers_equal_local(fixtures_dir, shared_data, tmp_path):
     fasta = shared_data / "genomes" / "lambda_phage_NC_001416.1.fa"
     shutil.copy(fasta, tmp_path)
     fasta = tmp_path / fasta.name
-    args = dict(window=1200, chunk_windows=4, token_embeddings=2, bigwig=None, progress=False)
+    args = dict(settings=EmbedSettings(window=1200, chunk_windows=4, token_embeddings=2), bigwig=None, progress=False)
     embed_genome(fixtures_dir / "v2_tiny", fasta, tmp_path / "local.zarr", **args)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
@@ -207,7 +211,7 @@ def test_bigwig_tracks_are_token_scores_averaged_over_windows(engine, shared_dat
 
     fasta = shared_data / "genomes" / "sars_cov_2_NC_045512v2.fa"
     genome = genome_of(fasta)
-    s = embed_genome(engine, fasta, tmp_path / "t.zarr", window=1200, stride=900, bigwig=tmp_path / "bw",
+    s = embed_genome(engine, fasta, tmp_path / "t.zarr", EmbedSettings(window=1200, stride=900), bigwig=tmp_path / "bw",
                      regions=["NC_045512v2:1-5000"], progress=False)
     assert sorted(p.rsplit("/", 1)[1] for p in s["bigwig"]) == ["entropy.bw", "logprob.bw"]
     starts = list(range(0, 5000, 900))[:-1]  # 0, 900, ..., 3600 (the window at 3600 reaches 4800)

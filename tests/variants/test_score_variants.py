@@ -12,7 +12,7 @@ import pytest
 import ntengine
 from ntengine.cli import main
 from ntengine.genome.fasta import read_records
-from ntengine.variants.scoring import SCORES, AlleleTask, Scorer
+from ntengine.variants.scoring import SCORES, AlleleTask, Scorer, ScoreSettings
 from ntengine.variants.vcf import INFO, score_variants
 from ntengine.variants.windows import build_windows, ref_window_start, token_at
 
@@ -54,7 +54,8 @@ def test_real_vcf_every_record_kept_and_scored(engine, sars, shared_data, tmp_pa
     fasta, _ = sars
     vcf = shared_data / "variants" / "sars_cov_2_usher_global_samples.vcf"
     out, tsv = tmp_path / "out.vcf.gz", tmp_path / "out.tsv"
-    s = score_variants(engine, vcf, fasta, out, tsv=tsv, window=WINDOW, block_records=128, progress=False)
+    s = score_variants(engine, vcf, fasta, out, ScoreSettings(window=WINDOW, block_records=128), tsv=tsv,
+                       progress=False)
     assert s["records"] == 423 and s["ref_mismatch_records"] == 0 and s["scored"] == s["alleles"] == 442
     assert s["windows_computed"] + s["masked_computed"] < s["windows_requested"] + s["masked_requested"]
     with pysam.VariantFile(str(vcf)) as a, pysam.VariantFile(str(out)) as b:
@@ -85,7 +86,8 @@ def test_chrm_skips_star_alleles_and_scores_indels_at_fixed_length(engine, share
                 indels += indel
                 w.write(rec)
     out = tmp_path / "chrm.vcf"
-    s = score_variants(engine, subset, fasta, out, tsv=tmp_path / "chrm.tsv", window=WINDOW, progress=False)
+    s = score_variants(engine, subset, fasta, out, ScoreSettings(window=WINDOW), tsv=tmp_path / "chrm.tsv",
+                       progress=False)
     assert s["skipped"] == {"spanning_deletion": stars} and s["ref_mismatch_records"] == 0
     rows = table(tmp_path / "chrm.tsv")
     indel_rows = [r for r in rows if r["alt"] != "*" and len(r["alt"]) != len(r["ref"])]
@@ -108,7 +110,7 @@ def test_ref_mismatch_is_flagged_not_scored_not_fatal(engine, sars, tmp_path):
     rows = [(241, "C", "T"), (3037, "A", "G"), (500, genome[499], "A")]  # 3037 is C in this genome
     assert genome[3036] != "A"
     vcf = write_vcf(tmp_path / "m.vcf", "NC_045512v2", len(genome), rows)
-    s = score_variants(engine, vcf, fasta, tmp_path / "o.vcf", window=WINDOW, progress=False)
+    s = score_variants(engine, vcf, fasta, tmp_path / "o.vcf", ScoreSettings(window=WINDOW), progress=False)
     assert s["ref_mismatch_records"] == 1 and s["skipped"] == {"ref_mismatch": 1} and s["scored"] == 2
     with pysam.VariantFile(str(tmp_path / "o.vcf")) as b:
         recs = list(b)
@@ -119,8 +121,8 @@ def test_ref_mismatch_is_flagged_not_scored_not_fatal(engine, sars, tmp_path):
 def test_alt_equal_to_ref_scores_zero(engine, sars, tmp_path):
     fasta, genome = sars
     vcf = write_vcf(tmp_path / "same.vcf", "NC_045512v2", len(genome), [(1000, genome[999], genome[999])])
-    score_variants(engine, vcf, fasta, tmp_path / "o.vcf", tsv=tmp_path / "o.tsv", window=WINDOW, progress=False,
-                   both_strands=True)
+    score_variants(engine, vcf, fasta, tmp_path / "o.vcf", ScoreSettings(window=WINDOW, both_strands=True),
+                   tsv=tmp_path / "o.tsv", progress=False)
     row = dict(zip(SCORES, scores_of(table(tmp_path / "o.tsv"))[0]))
     for name in ("llr", "logit_diff", "l1", "l2", "token_l1", "token_l2"):
         assert row[name] == 0, name
@@ -138,8 +140,8 @@ def test_swapping_ref_and_alt_negates_the_llr(engine, sars, tmp_path):
     write_vcf(tmp_path / "rev.vcf", "NC_045512v2", len(genome), [(pos, alt, ref)])
     results = []
     for vcf, fa in (("fwd.vcf", "ref.fa"), ("rev.vcf", "alt.fa")):
-        score_variants(engine, tmp_path / vcf, tmp_path / fa, tmp_path / f"{vcf}.out", tsv=tmp_path / f"{vcf}.tsv",
-                       window=WINDOW, both_strands=True, progress=False)
+        score_variants(engine, tmp_path / vcf, tmp_path / fa, tmp_path / f"{vcf}.out",
+                       ScoreSettings(window=WINDOW, both_strands=True), tsv=tmp_path / f"{vcf}.tsv", progress=False)
         results.append(dict(zip(SCORES, scores_of(table(tmp_path / f"{vcf}.tsv"))[0])))
     a, b = results
     assert a["llr"] != 0 and b["llr"] == pytest.approx(-a["llr"], abs=1e-4)
@@ -153,7 +155,8 @@ def test_llr_matches_a_direct_masked_forward(engine, sars):
     pos = 2000
     fetch = lambda c, a, b: genome[a:b]  # noqa: E731
     alt = "T" if genome[pos] != "T" else "C"
-    got = Scorer(engine, fetch, WINDOW).score([AlleleTask("x", pos, genome[pos], alt, len(genome))])[0]
+    task = AlleleTask("x", pos, genome[pos], alt, len(genome))
+    got = Scorer(engine, fetch, ScoreSettings(window=WINDOW)).score([task])[0]
     start = ref_window_start(pos, len(genome), WINDOW)
     window = genome[start:start + WINDOW]
     ids, offsets = engine.tokenizer.encode_with_offsets(window)
@@ -167,7 +170,7 @@ def test_llr_matches_a_direct_masked_forward(engine, sars):
     alt_id = engine.tokenizer.encode(alt_window)[k]
     assert got[SCORES.index("llr")] == pytest.approx(logp[alt_id] - logp[ids[k]], abs=1e-6)
     # without sharing, the same numbers
-    again = Scorer(engine, fetch, WINDOW, share=False).score([AlleleTask("x", pos, genome[pos], alt, len(genome))])
+    again = Scorer(engine, fetch, ScoreSettings(window=WINDOW, share_reference=False)).score([task])
     np.testing.assert_allclose(again[0], got, rtol=1e-5, atol=1e-6)
 
 
