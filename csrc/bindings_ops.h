@@ -1,7 +1,8 @@
 // The fused ops both extension modules expose, written once: ntengine._C binds them with
 // no extra argument (CPU kernels), ntengine._C_cuda with a trailing `stream`
 // (torch.cuda.Stream.cuda_stream; 0 is the legacy default stream). A CUDA op therefore takes
-// exactly its CPU twin's arguments plus the stream, and both run the same host-side checks.
+// exactly its CPU twin's arguments plus the stream; both launchers run the same host-side
+// checks (kernels/launch_checks.h).
 // (Attention is CPU-only: on CUDA the model uses torch's SDPA; see bindings_kernels.cpp.)
 #pragma once
 
@@ -30,8 +31,6 @@ void bind_fused_ops(pybind11::module_& m) {
          uintptr_t positions, uintptr_t cos, uintptr_t sin, int64_t B, int64_t L, int64_t H,
          int64_t D, float q_scale, int dtype, Stream... stream) {
         const DType dt = to_dtype(dtype);
-        // Rotate-half pairs j with j + D/2; without tables any D works (AgroNT-1B: D = 75).
-        NTE_CHECK(cos == 0 || D % 2 == 0, "qkv_rope: rotary embeddings need an even head size D, got ", D);
         py::gil_scoped_release release;
         if constexpr (kCuda) {
           qkv_rope_cuda(ptr(qkv), qkv_row_stride, ptr(q), ptr(k), ptr(v), ptr<const int32_t>(positions),

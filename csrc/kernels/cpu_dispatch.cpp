@@ -10,6 +10,7 @@
 
 #include "kernels/cpu_isa.h"
 #include "kernels/kernels.h"
+#include "kernels/launch_checks.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define NTE_X86 1
@@ -255,17 +256,23 @@ std::vector<std::string> cpu_flags() {
 void qkv_rope_cpu(const void* qkv, int64_t qkv_row_stride, void* q, void* k, void* v,
                   const int32_t* positions, const float* cos, const float* sin, int64_t B, int64_t L,
                   int64_t H, int64_t D, float q_scale, DType dtype) {
+  check_qkv_rope_args("qkv_rope_cpu", qkv_row_stride, cos, sin, B, L, H, D);
+  if (B == 0 || L == 0 || H == 0 || D == 0) return;
   table().qkv_rope(qkv, qkv_row_stride, q, k, v, positions, cos, sin, B, L, H, D, q_scale,
                    static_cast<int>(dtype));
 }
 
 void swiglu_cpu(const void* x, int64_t x_row_stride, void* out, int64_t N, int64_t F, DType dtype) {
+  check_swiglu_args("swiglu_cpu", x_row_stride, N, F);
+  if (N == 0 || F == 0) return;
   table().swiglu(x, x_row_stride, out, N, F, static_cast<int>(dtype));
 }
 
 void add_layernorm_cpu(const void* x, int64_t x_row_stride, const void* delta, int64_t delta_row_stride,
                        const void* weight, const void* bias, void* sum, void* normed, int64_t N, int64_t E,
                        float eps, DType dtype) {
+  check_add_layernorm_args("add_layernorm_cpu", x_row_stride, delta_row_stride, N, E);
+  if (N == 0 || E == 0) return;
   table().add_layernorm(x, x_row_stride, delta, delta_row_stride, weight, bias, sum, normed, N, E, eps,
                         static_cast<int>(dtype));
 }

@@ -3,7 +3,8 @@
 // Every kernel takes raw pointers, sizes, row strides (in elements) and a DType;
 // CUDA variants also take the stream (cudaStream_t passed as void*). Storage dtype is
 // fp32, fp16 (CUDA) or bf16; all arithmetic is fp32. Kernels never throw from worker
-// threads; argument checks happen in the bindings / ntengine/ops.py before the call.
+// threads; every launcher, CPU and CUDA, first runs the same argument checks
+// (launch_checks.h), and ntengine/ops.py checks shapes before the call.
 //
 // Shapes: B batch, L tokens per row, H heads, D head size (any; even with rotary tables:
 // v1 models may have odd D, e.g. AgroNT-1B's 75), E = H * D,
@@ -23,7 +24,7 @@ namespace ntengine {
 ///   c = cos[p*(D/2)+j], s = sin[p*(D/2)+j],  x1 = x[j], x2 = x[j + D/2]:
 ///   out[j] = x1*c - x2*s,  out[j + D/2] = x2*c + x1*s      (q additionally * q_scale)
 /// Without tables (cos == nullptr: learned-position v1 models) q = x*q_scale, k = x.
-/// D must be even with tables (the bindings and ops.py refuse odd D there); without
+/// D must be even with tables (the launchers and ops.py refuse odd D there); without
 /// them any D works (AgroNT-1B: D = 75).
 ///
 /// @param[in]  qkv        [B, L, 3E] rows of (q | k | v), row stride `qkv_row_stride`

@@ -1,6 +1,6 @@
 """ntengine._C_cuda builds and imports on any machine, GPU or not: the three ops exist with
 their CPU twins' arguments plus a trailing stream, device queries never raise, and the
-host-side checks reject bad arguments before anything reaches a device.
+host-side checks (the CPU launchers' too) reject bad arguments before anything reaches a device.
 
 The numerical CUDA tests live in tests/ops/test_<op>.py (parametrised over devices).
 """
@@ -79,21 +79,28 @@ def test_empty_sizes_are_noops(cuda_mod):
     cuda_mod.add_layernorm(0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 1e-5, 2, 0)  # N = 0
 
 
+@pytest.mark.parametrize("module", ["cpu", "cuda"])
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda m: m.swiglu(0, 16, 0, 0, 8, 7, 0), "unknown dtype code 7"),
-        (lambda m: m.swiglu(0, 8, 0, 2, 8, 0, 0), "x_row_stride 8 < 2F = 16"),
-        (lambda m: m.add_layernorm(0, 4, 0, 8, 0, 0, 0, 0, 2, 8, 1e-5, 0, 0), "must be >= E = 8"),
+        (lambda m, *stream: m.swiglu(0, 16, 0, 0, 8, 7, *stream), "unknown dtype code 7"),
+        (lambda m, *stream: m.swiglu(0, 8, 0, 2, 8, 0, *stream), "x_row_stride 8 < 2F = 16"),
+        (lambda m, *stream: m.add_layernorm(0, 4, 0, 8, 0, 0, 0, 0, 2, 8, 1e-5, 0, *stream), "must be >= E = 8"),
         # Odd D is refused with rotary tables only (v1 models such as AgroNT-1B have D = 75).
-        (lambda m: m.qkv_rope(0, 9, 0, 0, 0, 0, 16, 16, 1, 1, 1, 3, 1.0, 0, 0), "need an even head size D, got 3"),
-        (lambda m: m.qkv_rope(0, 24, 0, 0, 0, 0, 16, 0, 1, 1, 1, 8, 1.0, 0, 0), "both be given"),
+        (lambda m, *stream: m.qkv_rope(0, 9, 0, 0, 0, 0, 16, 16, 1, 1, 1, 3, 1.0, 0, *stream),
+         "need an even head size D, got 3"),
+        (lambda m, *stream: m.qkv_rope(0, 24, 0, 0, 0, 0, 16, 0, 1, 1, 1, 8, 1.0, 0, *stream), "both be given"),
     ],
     ids=["dtype", "swiglu-stride", "layernorm-stride", "odd-head-rotary", "cos-without-sin"],
 )
-def test_bad_arguments_raise_before_launch(cuda_mod, call, message):
+def test_bad_arguments_raise_before_launch(request, module, call, message):
+    """The CPU and the CUDA launchers run the same host-side checks (kernels/launch_checks.h)."""
+    if module == "cuda":
+        mod, stream = request.getfixturevalue("cuda_mod"), (0,)
+    else:
+        mod, stream = importlib.import_module("ntengine._C"), ()
     with pytest.raises(RuntimeError, match=re.escape(message)):
-        call(cuda_mod)
+        call(mod, *stream)
 
 
 def test_launch_without_gpu_raises(cuda_mod):

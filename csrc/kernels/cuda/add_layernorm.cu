@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/kernels.h"
+#include "kernels/launch_checks.h"
 
 namespace ntengine {
 namespace {
@@ -127,12 +128,7 @@ void launch_add_layernorm(const T* x, int64_t x_row_stride, const T* delta,
 void add_layernorm_cuda(const void* x, int64_t x_row_stride, const void* delta,
                         int64_t delta_row_stride, const void* weight, const void* bias, void* sum,
                         void* normed, int64_t N, int64_t E, float eps, DType dtype, void* stream) {
-  // Refuse impossible layouts on the host: an out-of-bounds access on the device would
-  // poison the CUDA context for the whole process.
-  NTE_CHECK(N >= 0 && E >= 0, "add_layernorm_cuda: negative size N=", N, " E=", E);
-  NTE_CHECK(N <= 1 || (x_row_stride >= E && delta_row_stride >= E),
-            "add_layernorm_cuda: row strides (", x_row_stride, ", ", delta_row_stride,
-            ") must be >= E = ", E);
+  check_add_layernorm_args("add_layernorm_cuda", x_row_stride, delta_row_stride, N, E);
   if (N == 0 || E == 0) return;  // an empty grid is a launch error, and there is no work
   cuda::dispatch_dtype(dtype, [&](auto* tag) {
     using scalar_t = std::remove_pointer_t<decltype(tag)>;

@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/kernels.h"
+#include "kernels/launch_checks.h"
 
 namespace ntengine {
 namespace {
@@ -149,19 +150,7 @@ void launch_qkv_rope(const T* qkv, int64_t qkv_row_stride, T* q, T* k, T* v,
 void qkv_rope_cuda(const void* qkv, int64_t qkv_row_stride, void* q, void* k, void* v,
                    const int32_t* positions, const float* cos, const float* sin, int64_t B,
                    int64_t L, int64_t H, int64_t D, float q_scale, DType dtype, void* stream) {
-  // Host-side guards: a bad layout on the device is an illegal address that poisons the
-  // CUDA context, so refuse it here. Items per token are counted in int on the device.
-  NTE_CHECK(B >= 0 && L >= 0 && H >= 0 && D >= 0, "qkv_rope_cuda: negative size B=", B, " L=", L,
-            " H=", H, " D=", D);
-  NTE_CHECK(3 * H * D < (int64_t{1} << 31), "qkv_rope_cuda: 3*H*D = ", 3 * H * D, " too large");
-  NTE_CHECK(B * L <= 1 || qkv_row_stride >= 3 * H * D, "qkv_rope_cuda: qkv_row_stride ",
-            qkv_row_stride, " < 3E = ", 3 * H * D);
-  NTE_CHECK((cos == nullptr) == (sin == nullptr),
-            "qkv_rope_cuda: cos and sin must both be given or both be null");
-  // Rotate-half pairs j with j + D/2: rotary needs an even D. Without tables any D works
-  // (v1 models; AgroNT-1B's D = 75 is odd).
-  NTE_CHECK(cos == nullptr || D % 2 == 0,
-            "qkv_rope_cuda: rotary embeddings need an even head size D, got ", D);
+  check_qkv_rope_args("qkv_rope_cuda", qkv_row_stride, cos, sin, B, L, H, D);
   if (B == 0 || L == 0 || H == 0 || D == 0) return;  // no work, and an empty grid is an error
   cuda::dispatch_dtype(dtype, [&](auto* tag) {
     using scalar_t = std::remove_pointer_t<decltype(tag)>;

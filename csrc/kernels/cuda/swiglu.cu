@@ -4,6 +4,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/kernels.h"
+#include "kernels/launch_checks.h"
 
 namespace ntengine {
 namespace {
@@ -61,11 +62,7 @@ void launch_swiglu(const T* x, int64_t x_row_stride, T* out, int64_t N, int64_t 
 
 void swiglu_cuda(const void* x, int64_t x_row_stride, void* out, int64_t N, int64_t F, DType dtype,
                  void* stream) {
-  // Host-side guards: a bad size on the GPU is an illegal address that poisons the whole
-  // CUDA context, so it is cheaper to refuse it here than to trust every caller.
-  NTE_CHECK(N >= 0 && F >= 0, "swiglu_cuda: negative size N=", N, " F=", F);
-  NTE_CHECK(N <= 1 || x_row_stride >= 2 * F, "swiglu_cuda: x_row_stride ", x_row_stride,
-            " < 2F = ", 2 * F);
+  check_swiglu_args("swiglu_cuda", x_row_stride, N, F);
   if (N == 0 || F == 0) return;  // an empty grid is a launch error, and there is no work
   cuda::dispatch_dtype(dtype, [&](auto* tag) {
     using scalar_t = std::remove_pointer_t<decltype(tag)>;
