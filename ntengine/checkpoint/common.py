@@ -104,6 +104,11 @@ def match_strict(config: NTConfig, found: dict[str, torch.Tensor], unplaced: dic
             problems.append(
                 f"wrong shape for {where(name)}: {list(found[name].shape)}, expected {list(shape)}"
             )
+        elif not found[name].is_floating_point():
+            problems.append(f"{where(name)} is stored as {str(found[name].dtype).removeprefix('torch.')}, "
+                            "expected floating-point weights")
+        elif not torch.isfinite(found[name]).all():  # would give all-NaN outputs without a word
+            problems.append(f"{where(name)} holds NaN or Inf values")
     problems.extend(f"unexpected {key}" for key in sorted(unplaced))
     problems.extend(f"unexpected {where(name)}" for name in sorted(set(found) - set(shapes)))
     if problems:
