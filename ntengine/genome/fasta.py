@@ -48,6 +48,11 @@ class RecordInfo(NamedTuple):
     name: str
     length: int
     line: int  # 1-based line of the header
+    # What a correct .fai says of the record: byte offset of its first base in the
+    # (decompressed) text, bases and bytes per line of its first sequence line.
+    offset: int = 0
+    line_bases: int = 0
+    line_bytes: int = 0
 
 
 class FastaError(ValueError):
@@ -89,13 +94,14 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
     seen: set[str] = set()
     digest = hashlib.sha256()
     line_no, length, name, header_line = 0, 0, None, 0
+    byte, first_line = 0, None  # text offset of the current line; (offset, bases, bytes) of a record's first
     pending = b""  # an incomplete last line carried to the next block
 
     def close_record():
         if name is not None:
             if length == 0:
                 raise FastaError(f"{path}: record {name!r} (line {header_line}) has no sequence")
-            records.append(RecordInfo(name, length, header_line))
+            records.append(RecordInfo(name, length, header_line, *first_line))
 
     opener = gzip.open if compressed else open
     try:
@@ -111,6 +117,7 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
                     lines, pending = data[:cut].split(b"\n")[:-1], data[cut:]
                 for line in lines:
                     line_no += 1
+                    line_start, byte = byte, byte + len(line) + 1
                     if line.startswith(b">"):
                         close_record()
                         name = line[1:].split(None, 1)[0].decode("utf-8", "replace") if line[1:].strip() else ""
@@ -119,7 +126,7 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
                         if name in seen:
                             raise FastaError(f"{path}: line {line_no}: duplicate record name {name!r}")
                         seen.add(name)
-                        length, header_line = 0, line_no
+                        length, header_line, first_line = 0, line_no, None
                         continue
                     bad = line.translate(None, allowed)
                     if bad:
@@ -132,6 +139,8 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
                                          f"in {where}{hint}")
                     if line.strip() and name is None:
                         raise FastaError(f"{path}: line {line_no}: sequence before the first '>' header")
+                    if first_line is None and line.strip():
+                        first_line = (line_start, len(line) - line.endswith(b"\r"), len(line) + 1)
                     length += len(line) - line.endswith(b"\r")
                 if not block:
                     break
@@ -144,6 +153,38 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
     if not records:
         raise FastaError(f"{path}: no FASTA records (no line starts with '>')")
     return FastaScan(records, digest.hexdigest(), not compressed or _is_bgzf(path), compressed)
+
+
+def check_index(path, scan: FastaScan) -> None:
+    """Make sure a .fai beside an indexable FASTA describes it: a stale one (the file was
+    edited, or the index belongs to another version of it) makes faidx read the wrong
+    bases without any error. It is rebuilt; where that is impossible, FastaError names it."""
+    import pysam
+
+    fai = Path(str(path) + ".fai")
+    if not scan.indexable or not fai.is_file():
+        return
+    want = [(r.name, r.length, r.offset, r.line_bases, r.line_bytes) for r in scan.records]
+
+    def entries():
+        try:
+            return [(f[0], *map(int, f[1:5])) for f in (ln.split("\t") for ln in fai.read_text().splitlines())]
+        except (ValueError, IndexError, UnicodeDecodeError):
+            return None  # not even a well-formed index: stale too
+
+    if entries() == want:
+        return
+    try:
+        fai.unlink()
+        Path(str(path) + ".gzi").unlink(missing_ok=True)
+        pysam.faidx(str(path))
+    except (OSError, pysam.SamtoolsError) as err:
+        raise FastaError(f"{fai}: this index does not match {Path(path).name} (stale: record names, lengths or "
+                         f"offsets differ) and could not be rebuilt ({err}): delete it or make its folder "
+                         "writable") from None
+    if entries() != want:
+        raise FastaError(f"{fai}: rebuilt, but it still disagrees with the file: is {Path(path).name} being "
+                         "written to?")
 
 
 class IndexedSequences:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ntengine.genome.fasta import FastaScan, scan_fasta
+from ntengine.genome.fasta import FastaScan, check_index, scan_fasta
 from ntengine.genome.store import STATUS, STATUS_DOC, FORMAT, create_or_open, done_chunks
 from ntengine.genome.settings import EmbedSettings
 from ntengine.genome.windows import plan_spans, read_bed, select_regions
@@ -67,6 +67,7 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
     if bigwig is not None:
         settings = replace(settings, tracks=True)
     scan: FastaScan = scan_fasta(fasta, allow_iupac=settings.invalid == "N")
+    check_index(fasta, scan)
     lengths = {r.name: r.length for r in scan.records}
     wanted = list(regions or []) + (read_bed(bed) if bed else [])
     spans = select_regions(lengths, wanted or None, records)
