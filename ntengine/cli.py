@@ -50,7 +50,7 @@ def _cmd_score_variants(args) -> None:
 
     t0 = time.perf_counter()
     settings = ScoreSettings(window=args.window, layer=args.layer, both_strands=args.both_strands,
-                             batch_size=args.batch_size, block_records=args.block_records)
+                             batch_size=args.batch_size, block_records=args.block_records, invalid=args.invalid)
     s = score_variants(args.checkpoint, args.vcf, args.fasta, args.output, settings, tsv=args.tsv, device=args.device,
                        dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle,
                        progress=not args.quiet, adapter=args.adapter)
@@ -298,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "999 six-mers + <cls> = 1000 tokens, as public NT recipes)")
     p.add_argument("--layer", type=int, help="1-based layer for embedding distances (default: final embeddings)")
     p.add_argument("--both-strands", action="store_true", help="average LLR and distances over both strands")
+    p.add_argument("--invalid", choices=("raise", "N"), default="raise",
+                   help="IUPAC codes other than N in the reference: raise (default, naming the position) or read as N")
     p.add_argument("--block-records", type=int, default=256, help="records scored together (default 256)")
     _add_engine_args(p)
     p.set_defaults(func=_cmd_score_variants)

@@ -23,15 +23,17 @@ alleles and by every record at that locus.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from ntengine.genome.fasta import reverse_complement
+from ntengine.genome.fasta import has_acgt, reverse_complement
 from ntengine.pooling import log_softmax, pool_mean, sorted_batches
-from ntengine.variants.windows import DEFAULT_WINDOW, build_windows, span_tokens, token_at
+from ntengine.variants.windows import DEFAULT_WINDOW, VariantWindows, build_windows, span_tokens, token_at
 
+_NON_ACGTN = re.compile(r"[^ACGTNacgtn]")
 SCORES = ("llr", "logit_diff", "l1", "l2", "cosine", "dot", "token_l1", "token_l2", "token_cosine", "token_dot")
 
 
@@ -47,6 +49,8 @@ class ScoreSettings:
         block_records: records read, scored in shared batches and written at a time.
         share_reference: compute each distinct window once per block (turn off only to
             measure what sharing saves).
+        invalid: "raise" (an IUPAC code other than N in a reference window is an error
+            naming its genome position) or "N" (read as N), as for genome jobs.
     """
 
     window: int = DEFAULT_WINDOW
@@ -55,6 +59,7 @@ class ScoreSettings:
     batch_size: int = 8
     block_records: int = 256
     share_reference: bool = True
+    invalid: str = "raise"
 
     def check(self, config) -> None:
         """Raise ValueError if these settings do not fit the model of `config`."""
@@ -67,6 +72,8 @@ class ScoreSettings:
             raise ValueError(f"layer {self.layer} out of range 1..{config.num_layers}")
         if self.batch_size < 1 or self.block_records < 1:
             raise ValueError("batch_size and block_records must be >= 1")
+        if self.invalid not in ("raise", "N"):
+            raise ValueError(f"invalid must be 'raise' or 'N', got {self.invalid!r}")
 
 
 class AlleleTask(NamedTuple):
@@ -95,15 +102,45 @@ class Scorer:
     def __init__(self, engine, fetch, settings: ScoreSettings = ScoreSettings()):
         settings.check(engine.config)
         self.engine, self.fetch, self.settings = engine, fetch, settings
-        self.tokenizer = engine.tokenizer
+        self.tokenizer = type(engine.tokenizer)(version=engine.config.version, invalid=settings.invalid,
+                                                max_length=engine.config.max_positions)
         self.stats = dict.fromkeys(("windows_requested", "windows_computed", "masked_requested",
                                     "masked_computed"), 0)
+
+    def windows(self, t: AlleleTask) -> VariantWindows | None:
+        """The allele's reference and alternative windows, fitted to the model's context.
+
+        Each N is a token of its own, so a window reaching into an N gap can hold more
+        tokens than the model takes: its terminal N runs are then trimmed (the same tail
+        from both windows, never into the allele). None when it still does not fit, or
+        holds no A/C/G/T at all: the variant sits in or between N runs (skipped as "n_gap",
+        as genome jobs skip all-N windows).
+        """
+        w = build_windows(self.fetch, t.chrom, t.pos, t.ref, t.alt, t.record_length, self.settings.window)
+        if self.settings.invalid == "raise" and (bad := _NON_ACGTN.search(w.ref)):
+            raise ValueError(f"{t.chrom}:{w.start + bad.start() + 1:,}: reference base {bad.group()!r} is not "
+                             "A/C/G/T/N (an IUPAC code): pass invalid='N' (--invalid N) to read it as N")
+        limit = self.engine.config.max_positions
+        if not has_acgt(w.ref):
+            return None
+        if self.tokenizer.count_tokens([w.ref, w.alt]).max() <= limit:
+            return w
+        lead = min(len(w.ref) - len(w.ref.lstrip("Nn")), w.offset)
+        tail = min(len(w.ref) - len(w.ref.rstrip("Nn")), len(w.ref) - w.offset - len(t.ref),
+                   len(w.alt) - len(w.alt.rstrip("Nn")), len(w.alt) - w.offset - len(t.alt))
+        fitted = VariantWindows(w.start + lead, w.ref[lead:len(w.ref) - tail], w.alt[lead:len(w.alt) - tail],
+                                w.offset - lead)
+        fits = has_acgt(fitted.ref) and self.tokenizer.count_tokens([fitted.ref, fitted.alt]).max() <= limit
+        return fitted if fits else None
 
     def score(self, tasks: list[AlleleTask]) -> np.ndarray:
         """float64 [len(tasks), len(SCORES)]."""
         plans, windows, masked = [], {}, {}
         for i, t in enumerate(tasks):
-            w = build_windows(self.fetch, t.chrom, t.pos, t.ref, t.alt, t.record_length, self.settings.window)
+            w = self.windows(t)
+            if w is None:
+                raise ValueError(f"{t.chrom}:{t.pos + 1}: the windows around this allele do not fit the model's "
+                                 "context (an N gap): skip it (score_variants marks it n_gap)")
             n = len(w.ref)
             strands = []
             for rc in (False, True):

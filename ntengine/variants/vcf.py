@@ -7,8 +7,10 @@ scored) plus a TSV (or Parquet) table with one row per allele. Multi-allelic rec
 are split per ALT for scoring. Not scored, with a reason (INFO NT_SKIP, counted in the
 summary): symbolic alleles (<DEL>, <*>...), the spanning deletion *, breakends,
 structural variants (INFO SVTYPE, or alleles longer than half the window), alleles
-with characters other than A C G T N, and records whose REF does not match the FASTA —
-those also get FILTER NT_REF_MISMATCH; they are flagged, never scored, never fatal.
+with characters other than A C G T N, alleles in or between N gaps whose windows cannot
+fit the model's context even with their terminal N runs trimmed (n_gap), and records
+whose REF does not match the FASTA — those also get FILTER NT_REF_MISMATCH; they are
+flagged, never scored, never fatal.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntengine.genome.fasta import scan_fasta, open_sequences
+from ntengine.genome.fasta import check_index, open_sequences, scan_fasta
 from ntengine.variants.scoring import SCORES, AlleleTask, Scorer, ScoreSettings
 
 INFO = {  # INFO ID -> (score column, description)
@@ -159,6 +161,7 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
         batch_size=settings.batch_size, adapter=adapter)
     settings.check(engine.config)
     scan = scan_fasta(fasta, allow_iupac=True)
+    check_index(fasta, scan)
     lengths = {r.name: r.length for r in scan.records}
     sequences = open_sequences(fasta, scan.indexable)
     scorer = Scorer(engine, lambda c, a, b: sequences.fetch(c, a, b).upper(), settings)
@@ -203,9 +206,13 @@ def _score_block(block, scorer, lengths, sequences, window, writer, counts, skip
             rec.filter.add(MISMATCH_FILTER)
             counts["ref_mismatch_records"] += 1
         for a, (alt, reason) in enumerate(zip(alts, per_alt)):
+            task = None if reason else AlleleTask(rec.chrom, rec.start, rec.ref.upper(), alt.upper(),
+                                                  lengths[rec.chrom])
+            if task is not None and scorer.windows(task) is None:
+                per_alt[a] = reason = "n_gap"
             if reason is None:
                 where.append((r, a))
-                tasks.append(AlleleTask(rec.chrom, rec.start, rec.ref.upper(), alt.upper(), lengths[rec.chrom]))
+                tasks.append(task)
         reasons.append(per_alt)
     scores = scorer.score(tasks) if tasks else np.zeros((0, len(SCORES)))
     by_allele = {ra: s for ra, s in zip(where, scores)}

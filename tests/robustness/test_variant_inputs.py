@@ -1,0 +1,77 @@
+"""Variant scoring on real inputs with their warts: N gaps (hg38 chr2 starts with 10 kb of
+N), IUPAC codes in the reference. Nothing here may abort a run that can be completed."""
+
+import csv
+
+import numpy as np
+import pysam
+import pytest
+
+import ntengine
+from ntengine.variants.scoring import SCORES, ScoreSettings
+from ntengine.variants.vcf import score_variants
+
+CHR2 = "human_hg38_chr2_1-2333275.fa.gz"
+
+
+@pytest.fixture(scope="module")
+def engine(fixtures_dir):
+    return ntengine.compile(fixtures_dir / "v2_tiny")  # 2,048-token context, like NT v2
+
+
+def vcf_of(path, chrom, length, rows):
+    """rows: (1-based pos, ref, alt) -> a minimal VCF."""
+    path.write_text(f"##fileformat=VCFv4.2\n##contig=<ID={chrom},length={length}>\n"
+                    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                    + "".join(f"{chrom}\t{p}\t.\t{r}\t{a}\t.\t.\t.\n" for p, r, a in rows))
+    return path
+
+
+def rows_of(path):
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def test_a_vcf_across_the_chr2_n_gap_finishes(engine, shared_data, tmp_path):
+    """Default 5,994 bp windows: at POS 10,500, 2,497 Ns + 3,497 bases are 3,080 tokens, more
+    than the model takes (this aborted the whole run). Terminal N runs are trimmed; an allele
+    inside the gap cannot fit and is skipped as n_gap; every record is written back in order."""
+    fasta = shared_data / "genomes" / CHR2
+    genome = pysam.FastaFile(str(fasta))
+    positions = [5000, 9990, 10500, 12000, 20000]
+    rows = []
+    for pos in positions:
+        ref = genome.fetch("chr2", pos - 1, pos)
+        rows.append((pos, ref, "A" if ref.upper() != "A" else "C"))
+    vcf = vcf_of(tmp_path / "gap.vcf", "chr2", genome.get_reference_length("chr2"), rows)
+    s = score_variants(engine, vcf, fasta, tmp_path / "out.vcf", tsv=tmp_path / "out.tsv", progress=False)
+    assert s["records"] == 5 and s["skipped"] == {"n_gap": 1} and s["scored"] == 4
+    table = rows_of(tmp_path / "out.tsv")
+    assert [int(r["pos"]) for r in table] == positions
+    assert [r["status"] for r in table] == ["n_gap", "scored", "scored", "scored", "scored"]
+    assert all(r[c] == "" for c in SCORES for r in table[:1])
+    assert np.isfinite([[float(r[c]) for c in SCORES] for r in table[1:]]).all()
+    with pysam.VariantFile(str(tmp_path / "out.vcf")) as out:
+        assert [rec.pos for rec in out] == positions
+    # A window that fits untouched (POS 12,000: 997 Ns + 4,997 bases) scores as it did alone.
+    alone = score_variants(engine, vcf_of(tmp_path / "one.vcf", "chr2", genome.get_reference_length("chr2"),
+                                          rows[3:4]), fasta, tmp_path / "one.vcf.out", tsv=tmp_path / "one.tsv",
+                           progress=False)
+    assert alone["scored"] == 1 and rows_of(tmp_path / "one.tsv")[0] == table[3]
+
+
+def test_iupac_reference_bases_follow_invalid(engine, shared_data, tmp_path):
+    source = shared_data / "genomes" / "sars_cov_2_NC_045512v2.fa"
+    lines = source.read_text().splitlines()
+    chrom = lines[0][1:].split()[0]
+    seq = "".join(lines[1:])
+    seq = seq[:3999] + "R" + seq[4000:]  # an IUPAC code 1 kb from the variant below
+    fasta = tmp_path / "iupac.fa"
+    fasta.write_text(f">{chrom}\n" + "\n".join(seq[i:i + 60] for i in range(0, len(seq), 60)) + "\n")
+    ref = seq[4999]
+    vcf = vcf_of(tmp_path / "v.vcf", chrom, len(seq), [(5000, ref, "A" if ref != "A" else "C")])
+    with pytest.raises(ValueError, match=rf"{chrom}:4,000: reference base 'R' is not A/C/G/T/N.*invalid='N'"):
+        score_variants(engine, vcf, fasta, tmp_path / "o.vcf", progress=False)
+    assert not (tmp_path / "o.vcf").exists()
+    s = score_variants(engine, vcf, fasta, tmp_path / "o.vcf", ScoreSettings(invalid="N"), progress=False)
+    assert s["scored"] == 1 and s["skipped"] == {}
