@@ -18,6 +18,7 @@ from ntengine.genome.store import STATUS, STATUS_DOC, FORMAT, create_or_open, do
 from ntengine.genome.settings import EmbedSettings
 from ntengine.genome.windows import plan_spans, read_bed, select_regions
 from ntengine.genome.worker import JobSpec, run_chunks
+from ntengine.locking import output_lock
 
 
 def _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size, adapter=None):
@@ -64,60 +65,61 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
 
     from ntengine import __version__
 
-    if bigwig is not None:
-        settings = replace(settings, tracks=True)
-    scan: FastaScan = scan_fasta(fasta, allow_iupac=settings.invalid == "N")
-    check_index(fasta, scan)
-    lengths = {r.name: r.length for r in scan.records}
-    wanted = list(regions or []) + (read_bed(bed) if bed else [])
-    spans = select_regions(lengths, wanted or None, records)
-    engine, engine_spec = _resolve_engine(model, device, dtype, backend, trust_pickle, settings.batch_size, adapter)
-    cfg = engine.config
-    settings = settings.for_model(cfg)
-    windows = [tuple(w) for w in plan_spans(spans, settings.window, settings.stride)]
-    names = [r.name for r in scan.records]
-    meta = {
-        "format": FORMAT, "ntengine_version": __version__, "status_codes": STATUS_DOC,
-        "records": names,
-        "model": {"sha256": engine.runtime.fingerprint(), "config": cfg.to_dict(), "backend": engine.backend,
-                  "dtype": str(engine.dtype).removeprefix("torch."), "device": engine.device.type},
-        "genome": {"path": str(Path(fasta).resolve()), "sha256": scan.sha256,
-                   "lengths": [[r.name, r.length] for r in scan.records]},
-        "params": settings.params(spans),
-        "layout": {"windows": len(windows), "chunk_windows": settings.chunk_windows, "embed_dim": cfg.embed_dim,
-                   "tokens": cfg.max_positions, "token_embeddings": bool(settings.token_embeddings),
-                   "tracks": settings.tracks},
-    }
-    group = create_or_open(out, meta, windows, {n: i for i, n in enumerate(names)})
-    spec = JobSpec(fasta=str(Path(fasta).resolve()), indexable=scan.indexable, store=str(Path(out).resolve()),
-                   windows=windows, settings=settings, engine=engine_spec)
-    done = done_chunks(group)
-    todo = [c for c in range(spec.n_chunks) if not done[c] and spec.chunk(c)]
-    total = sum(e - s for c in todo for _, s, e in spec.chunk(c))
-    with tqdm(total=total, desc="embedding", unit="bp", unit_scale=True, disable=not progress,
-              file=sys.stderr, smoothing=0.1) as bar:
-        def on_done(_chunk, bp):
-            bar.update(bp)
+    with output_lock(out):  # one writer per store, refused before any work; a killed run's lock is taken over
+        if bigwig is not None:
+            settings = replace(settings, tracks=True)
+        scan: FastaScan = scan_fasta(fasta, allow_iupac=settings.invalid == "N")
+        check_index(fasta, scan)
+        lengths = {r.name: r.length for r in scan.records}
+        wanted = list(regions or []) + (read_bed(bed) if bed else [])
+        spans = select_regions(lengths, wanted or None, records)
+        engine, engine_spec = _resolve_engine(model, device, dtype, backend, trust_pickle, settings.batch_size, adapter)
+        cfg = engine.config
+        settings = settings.for_model(cfg)
+        windows = [tuple(w) for w in plan_spans(spans, settings.window, settings.stride)]
+        names = [r.name for r in scan.records]
+        meta = {
+            "format": FORMAT, "ntengine_version": __version__, "status_codes": STATUS_DOC,
+            "records": names,
+            "model": {"sha256": engine.runtime.fingerprint(), "config": cfg.to_dict(), "backend": engine.backend,
+                      "dtype": str(engine.dtype).removeprefix("torch."), "device": engine.device.type},
+            "genome": {"path": str(Path(fasta).resolve()), "sha256": scan.sha256,
+                       "lengths": [[r.name, r.length] for r in scan.records]},
+            "params": settings.params(spans),
+            "layout": {"windows": len(windows), "chunk_windows": settings.chunk_windows, "embed_dim": cfg.embed_dim,
+                       "tokens": cfg.max_positions, "token_embeddings": bool(settings.token_embeddings),
+                       "tracks": settings.tracks},
+        }
+        group = create_or_open(out, meta, windows, {n: i for i, n in enumerate(names)})
+        spec = JobSpec(fasta=str(Path(fasta).resolve()), indexable=scan.indexable, store=str(Path(out).resolve()),
+                       windows=windows, settings=settings, engine=engine_spec)
+        done = done_chunks(group)
+        todo = [c for c in range(spec.n_chunks) if not done[c] and spec.chunk(c)]
+        total = sum(e - s for c in todo for _, s, e in spec.chunk(c))
+        with tqdm(total=total, desc="embedding", unit="bp", unit_scale=True, disable=not progress,
+                  file=sys.stderr, smoothing=0.1) as bar:
+            def on_done(_chunk, bp):
+                bar.update(bp)
 
-        if ray is None:
-            run_chunks(spec, engine, todo, on_done)
-        else:
-            if not engine_spec:
-                raise ValueError("a Ray job needs a checkpoint path (workers compile it), not an Engine object")
-            from ntengine.genome.ray_runner import run_on_ray
+            if ray is None:
+                run_chunks(spec, engine, todo, on_done)
+            else:
+                if not engine_spec:
+                    raise ValueError("a Ray job needs a checkpoint path (workers compile it), not an Engine object")
+                from ntengine.genome.ray_runner import run_on_ray
 
-            run_on_ray(spec, todo, ray, workers, on_done)
-    status = group["window_status"][:]
-    summary = {"path": str(out), "windows": len(windows), "chunks_run": len(todo),
-               "embedded": int((status == STATUS["embedded"]).sum() + (status == STATUS["shortened"]).sum()),
-               "skipped_all_n": int((status == STATUS["skipped_all_n"]).sum()),
-               "shortened": int((status == STATUS["shortened"]).sum()),
-               "bp": int(sum(e - s for _, s, e in windows))}
-    if (status == STATUS["pending"]).any():
-        raise RuntimeError(f"{out}: {(status == STATUS['pending']).sum()} windows still pending after the run")
-    if bigwig is not None:
-        from ntengine.genome.tracks import write_bigwigs
+                run_on_ray(spec, todo, ray, workers, on_done)
+        status = group["window_status"][:]
+        summary = {"path": str(out), "windows": len(windows), "chunks_run": len(todo),
+                   "embedded": int((status == STATUS["embedded"]).sum() + (status == STATUS["shortened"]).sum()),
+                   "skipped_all_n": int((status == STATUS["skipped_all_n"]).sum()),
+                   "shortened": int((status == STATUS["shortened"]).sum()),
+                   "bp": int(sum(e - s for _, s, e in windows))}
+        if (status == STATUS["pending"]).any():
+            raise RuntimeError(f"{out}: {(status == STATUS['pending']).sum()} windows still pending after the run")
+        if bigwig is not None:
+            from ntengine.genome.tracks import write_bigwigs
 
-        summary["bigwig"] = [str(p) for p in write_bigwigs(group, bigwig, lengths)]
-    return summary
+            summary["bigwig"] = [str(p) for p in write_bigwigs(group, bigwig, lengths)]
+        return summary
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ntengine.genome.fasta import check_index, open_sequences, scan_fasta
+from ntengine.locking import output_lock
 from ntengine.variants.scoring import SCORES, AlleleTask, Scorer, ScoreSettings
 
 INFO = {  # INFO ID -> (score column, description)
@@ -169,26 +170,29 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
     reader = _open_vcf(vcf)
     _declare_implicit_fields(vcf, reader.header)
     _prepare_header(reader.header, lengths, " ".join(sys.argv))
-    tmp = out.with_name(out.name + ".partial")
-    writer = pysam.VariantFile(str(tmp), _output_mode(out), header=reader.header)
-    table = TableWriter(tsv)
-    counts = {"records": 0, "alleles": 0, "scored": 0, "ref_mismatch_records": 0}
-    skipped: Counter = Counter()
-    with tqdm(desc="scoring", unit=" records", disable=not progress, file=sys.stderr) as bar:
-        block: list = []
-        for rec in reader:
-            block.append(rec)
-            if len(block) == settings.block_records:
+    with output_lock(out):  # two runs on one output would overwrite each other's .partial
+        tmp = out.with_name(out.name + ".partial")
+        writer = pysam.VariantFile(str(tmp), _output_mode(out), header=reader.header)
+        table = TableWriter(tsv)
+        counts = {"records": 0, "alleles": 0, "scored": 0, "ref_mismatch_records": 0}
+        skipped: Counter = Counter()
+        with tqdm(desc="scoring", unit=" records", disable=not progress, file=sys.stderr) as bar:
+            block: list = []
+            def flush(block):
                 table.write(_score_block(block, scorer, lengths, sequences, settings.window, writer, counts, skipped))
                 bar.update(len(block))
-                block = []
-        table.write(_score_block(block, scorer, lengths, sequences, settings.window, writer, counts, skipped))
-        bar.update(len(block))
-    writer.close()
-    reader.close()
-    sequences.close()
-    table.close()
-    tmp.replace(out)
+
+            for rec in reader:
+                block.append(rec)
+                if len(block) == settings.block_records:
+                    flush(block)
+                    block = []
+            flush(block)
+        writer.close()
+        reader.close()
+        sequences.close()
+        table.close()
+        tmp.replace(out)
     return {**counts, "skipped": dict(skipped), **scorer.stats, "path": str(out)}
 
 
