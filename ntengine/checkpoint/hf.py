@@ -108,6 +108,8 @@ def _read_hf_tensors(folder: Path, trust_pickle: bool) -> tuple[dict[str, torch.
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             tensors = {}
             for shard in shards:
+                if not (folder / shard).resolve().is_relative_to(folder.resolve()):
+                    raise CheckpointError(f"{index}: shard {shard!r} lies outside the checkpoint folder: refused")
                 if not (folder / shard).is_file():
                     raise CheckpointError(f"{index}: shard {shard} is missing")
                 tensors.update(_read_hf_file(folder / shard, trust_pickle))

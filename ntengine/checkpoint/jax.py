@@ -53,6 +53,40 @@ def config_from_jax(d: dict) -> NTConfig:
     )
 
 
+def load_pytree(path: Path) -> dict:
+    """A joblib pytree of numpy arrays, read without running code from the file.
+
+    Trusting a checkpoint (trust_pickle) must not mean executing it: unpickling may only
+    build plain containers, numpy dtypes and arrays (joblib's array wrapper), and arrays
+    of Python objects, which joblib would unpickle again unrestricted, are refused.
+    """
+    from joblib import numpy_pickle
+
+    def numeric_dtype(*args):
+        dtype = np.dtype(*args)
+        if dtype.hasobject:
+            raise CheckpointError(f"{path}: holds an array of Python objects, not weights: refused")
+        return dtype
+
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): numeric_dtype,
+               ("joblib.numpy_pickle", "NumpyArrayWrapper"): numpy_pickle.NumpyArrayWrapper,
+               ("collections", "OrderedDict"): dict, ("builtins", "dict"): dict}
+
+    class WeightsOnly(numpy_pickle.NumpyUnpickler):
+        def find_class(self, module, name):
+            if (module, name) not in allowed:
+                raise CheckpointError(f"{path}: the pickle asks for {module}.{name}, which a pytree of weights "
+                                      "never needs: refused (only numpy arrays and plain containers are read)")
+            return allowed[module, name]
+
+    with open(path, "rb") as f:
+        if f.read(1) != b"\x80":  # joblib's compressed formats wrap the pickle: not read here
+            raise CheckpointError(f"{path}: not an uncompressed joblib pickle; re-save it with joblib.dump(params, "
+                                  "path) (no compress=)")
+        f.seek(0)
+        return WeightsOnly(str(path), f, True).load()
+
+
 def load_jax(folder: Path, trust_pickle: bool):
     jax_dir = folder / "jax_model" if (folder / "jax_model").is_dir() else folder
     config = config_from_jax(json.loads((jax_dir / "hyperparams.json").read_text()))
@@ -60,9 +94,7 @@ def load_jax(folder: Path, trust_pickle: bool):
     if not params_path.is_file():
         raise CheckpointError(f"{jax_dir}: pytree_ckpt.joblib not found")
     refuse_pickle(params_path, trust_pickle)
-    import joblib
-
-    params = joblib.load(params_path)
+    params = load_pytree(params_path)
     jax_to_ours = {external_names(name, "jax"): name for name in expected_shapes(config)}
     found, unplaced, stored = {}, {}, {}
     for module, module_params in params.items():

@@ -3,6 +3,7 @@
 import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,3 +30,45 @@ def test_broken_weights_are_refused_naming_the_tensor(fixtures_dir, tmp_path, po
     with pytest.raises(CheckpointError, match=re.escape(f"{name} {message}")):
         ntengine.compile(ckpt)
     assert torch.isfinite(load_file(str(fixtures_dir / "v2_tiny" / "model.safetensors"))[name]).all()
+
+
+def test_a_trusted_joblib_still_cannot_run_code(fixtures_dir, tmp_path):
+    """trust_pickle allows the official pytree_ckpt.joblib, whose pickle only builds numpy
+    arrays; one that asks for anything else (here os.system) is refused, not run."""
+    import joblib
+
+    ckpt = tmp_path / "jax_ckpt"
+    shutil.copytree(fixtures_dir / "v2_tiny" / "jax_model", ckpt / "jax_model")
+    assert ntengine.compile(ckpt, trust_pickle=True, layout="jax").config.num_layers == 2  # the real file loads
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+            return os.system, (f"touch {marker}",)
+
+    params = joblib.load(ckpt / "jax_model" / "pytree_ckpt.joblib")
+    params["evil"] = {"w": Payload()}
+    joblib.dump(params, ckpt / "jax_model" / "pytree_ckpt.joblib")
+    with pytest.raises(CheckpointError, match=r"asks for (posix|os)\.system.*refused"):
+        ntengine.compile(ckpt, trust_pickle=True, layout="jax")
+    assert not marker.exists()
+    params.pop("evil")
+    params[next(iter(params))]["objects"] = np.array([1, "x"], dtype=object)
+    joblib.dump(params, ckpt / "jax_model" / "pytree_ckpt.joblib")
+    with pytest.raises(CheckpointError, match="array of Python objects"):
+        ntengine.compile(ckpt, trust_pickle=True, layout="jax")
+
+
+def test_a_sharded_index_cannot_reach_outside_the_folder(fixtures_dir, tmp_path):
+    import json
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(fixtures_dir / "v2_tiny", ckpt)
+    outside = tmp_path / "elsewhere.safetensors"
+    (ckpt / "model.safetensors").rename(outside)
+    names = load_file(str(outside))
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {name: "../elsewhere.safetensors" for name in names}}))
+    with pytest.raises(CheckpointError, match=r"shard '\.\./elsewhere\.safetensors' lies outside the checkpoint"):
+        ntengine.compile(ckpt)
