@@ -2,7 +2,8 @@
 
 Per allele (definitions; `windows.py` has the window and token conventions):
 
-    llr            log P(alt k-mer) - log P(ref k-mer) at the variant's token, from one
+    llr            log P(alt k-mer) - log P(ref k-mer) at the variant's token (the one
+                   covering its first changed base: for indels, not the anchor), from one
                    forward pass of the *reference* window with that token masked (log-
                    softmax over the vocabulary). Shared by every allele at the locus.
     logit_diff     logit(alt k-mer) - logit(ref k-mer) at the same masked position, the
@@ -31,7 +32,8 @@ import numpy as np
 
 from ntengine.genome.fasta import has_acgt, reverse_complement
 from ntengine.pooling import log_softmax, pool_mean, sorted_batches
-from ntengine.variants.windows import DEFAULT_WINDOW, VariantWindows, build_windows, span_tokens, token_at
+from ntengine.variants.windows import (DEFAULT_WINDOW, VariantWindows, build_windows, changed_base, span_tokens,
+                                       token_at)
 
 _NON_ACGTN = re.compile(r"[^ACGTNacgtn]")
 SCORES = ("llr", "logit_diff", "l1", "l2", "cosine", "dot", "token_l1", "token_l2", "token_cosine", "token_dot")
@@ -141,11 +143,11 @@ class Scorer:
             if w is None:
                 raise ValueError(f"{t.chrom}:{t.pos + 1}: the windows around this allele do not fit the model's "
                                  "context (an N gap): skip it (score_variants marks it n_gap)")
-            n = len(w.ref)
+            n, changed = len(w.ref), changed_base(w)
             strands = []
             for rc in (False, True):
                 ref, alt = (reverse_complement(w.ref), reverse_complement(w.alt)) if rc else (w.ref, w.alt)
-                q = n - 1 - w.offset if rc else w.offset  # the variant's first base on this strand
+                q = n - 1 - changed if rc else changed  # the variant's first changed base on this strand
                 # allele spans on this strand: [lo, hi) of REF in ref, of ALT in alt
                 ref_span = (n - w.offset - len(t.ref), n - w.offset) if rc else (w.offset, w.offset + len(t.ref))
                 alt_len = min(len(t.alt), len(alt) - w.offset)

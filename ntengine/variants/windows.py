@@ -11,10 +11,14 @@ Conventions (all 0-based, half-open):
   variant are unchanged, REF is replaced by ALT and the window keeps its length by taking
   more bases on the far (right) side after a deletion and dropping them after an
   insertion. Tokens before the variant are therefore identical in both windows.
-- The variant's token on a strand is the token covering its first base (the anchor base
-  for indels) there: position p = pos - start on the forward strand, L - 1 - p on the
-  reverse-complement strand (L = window length). Ns earlier in the window shift the 6-mer
-  grid; the token is found from the tokenizer's offsets, so that stays right.
+- The variant's token on a strand is the token covering its first *changed* base there:
+  p = the first window position, from the variant on, where the reference and alternative
+  windows differ (`changed_base`; for SNVs the variant itself), p on the forward strand,
+  L - 1 - p on the reverse-complement strand (L = window length). For indels this is not
+  the VCF anchor base: the anchor is shared by REF and ALT, and so, when it ends its 6-mer,
+  is the whole token (an insertion in a homopolymer moves the change further still);
+  scoring the anchor's token gave LLR = 0 exactly. Ns earlier in the window shift the
+  6-mer grid; the token is found from the tokenizer's offsets, so that stays right.
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ def build_windows(fetch, chrom: str, pos: int, ref: str, alt: str, record_length
     right = fetch(chrom, right_start, min(right_start + need, record_length)) if need else ""
     alt_seq = (left + alt + right)[:len(ref_seq)]
     return VariantWindows(start, ref_seq, alt_seq, offset)
+
+
+def changed_base(w: VariantWindows) -> int:
+    """First window position from the variant on where the two windows differ (the
+    variant's own position if they never do within the window)."""
+    for i in range(w.offset, min(len(w.ref), len(w.alt))):
+        if w.ref[i] != w.alt[i]:
+            return i
+    return w.offset
 
 
 def token_at(offsets: np.ndarray, n_tokens: int, position: int) -> int:

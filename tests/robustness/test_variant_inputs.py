@@ -75,3 +75,37 @@ def test_iupac_reference_bases_follow_invalid(engine, shared_data, tmp_path):
     assert not (tmp_path / "o.vcf").exists()
     s = score_variants(engine, vcf, fasta, tmp_path / "o.vcf", ScoreSettings(invalid="N"), progress=False)
     assert s["scored"] == 1 and s["skipped"] == {}
+
+
+def test_insertions_are_scored_at_their_first_changed_base(engine, shared_data, tmp_path):
+    """Real chrM insertions (1000 Genomes): scored at the VCF anchor's token they gave
+    LLR = 0 exactly, the anchor's 6-mer being the same in both windows. Now the token is the
+    one covering the first base where the windows differ, checked by a direct masked pass."""
+    from ntengine.variants.scoring import AlleleTask, Scorer
+    from ntengine.variants.windows import changed_base, token_at
+
+    fasta = shared_data / "genomes" / "human_chrM_rCRS_NC_012920.fasta"
+    genome = pysam.FastaFile(str(fasta)).fetch("chrM")
+    with pysam.VariantFile(str(shared_data / "variants" / "human_chrM_1000g_mutserve_nobaq.vcf.gz")) as vcf:
+        inserted = [(r.pos, r.ref, a) for r in vcf for a in r.alts or () if len(a) > len(r.ref) and a[0] != "<"][:8]
+    assert len(inserted) == 8
+    rows = vcf_of(tmp_path / "ins.vcf", "chrM", len(genome), inserted)
+    s = score_variants(engine, rows, fasta, tmp_path / "o.vcf", ScoreSettings(window=600), tsv=tmp_path / "o.tsv",
+                       progress=False)
+    assert s["scored"] == 8
+    llr = [float(r["llr"]) for r in rows_of(tmp_path / "o.tsv")]
+    assert all(x != 0.0 for x in llr), llr
+    pos, ref, alt = inserted[1]  # chrM:42 T>TC: the anchor T ends its 6-mer (window starts at 0)
+    scorer = Scorer(engine, lambda c, a, b: genome[a:b], ScoreSettings(window=600))
+    w = scorer.windows(AlleleTask("chrM", pos - 1, ref, alt, len(genome)))
+    d = changed_base(w)
+    assert d > w.offset
+    ids, offsets = engine.tokenizer.encode_with_offsets(w.ref)
+    alt_ids, alt_offsets = engine.tokenizer.encode_with_offsets(w.alt)
+    k = token_at(offsets, len(ids), d)
+    masked = ids.copy()
+    masked[k] = engine.tokenizer.mask_id
+    logits = engine.forward(masked[None])["logits"][0, k].astype(np.float64)
+    logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+    want = logp[alt_ids[token_at(alt_offsets, len(alt_ids), d)]] - logp[ids[k]]
+    assert llr[1] == pytest.approx(want, abs=1e-5) and want != 0
