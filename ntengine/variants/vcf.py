@@ -9,8 +9,11 @@ summary): symbolic alleles (<DEL>, <*>...), the spanning deletion *, breakends,
 structural variants (INFO SVTYPE, or alleles longer than half the window), alleles
 with characters other than A C G T N, alleles in or between N gaps whose windows cannot
 fit the model's context even with their terminal N runs trimmed (n_gap), and records
-whose REF does not match the FASTA — those also get FILTER NT_REF_MISMATCH; they are
-flagged, never scored, never fatal.
+whose REF does not match the FASTA — those also get FILTER NT_REF_MISMATCH — or whose
+POS lies outside the contig (pos_outside_contig: VCF's telomere POS 0); contigs missing
+from the header are declared. They are flagged, never scored, never fatal. A malformed
+line (wrong column count, truncated file) is an error naming the record before it, found
+by a first parsing pass before any output is written.
 """
 
 from __future__ import annotations
@@ -78,15 +81,30 @@ def _open_vcf(path):
 
 
 def _declare_implicit_fields(path, header) -> None:
-    """htslib defines INFO/FORMAT keys a VCF uses without declaring them while it parses
-    records, too late for a writer opened before: one parsing pass finds them all."""
+    """htslib defines the contigs and INFO/FORMAT keys a VCF uses without declaring them
+    while it parses records, too late for a writer opened before: one parsing pass finds
+    them all, and finds malformed lines before any output is written. END is declared
+    as the VCF spec reserves it (pysam writes it back from every record's stop)."""
     with _open_vcf(path) as first:
-        for _ in first:
-            pass
-        for ours, theirs in ((header.info, first.header.info), (header.formats, first.header.formats)):
+        n, last = 0, None
+        try:
+            for rec in first:
+                n, last = n + 1, f"{rec.chrom}:{rec.pos}"
+        except (OSError, ValueError) as err:
+            after = f"after record {n} ({last})" if last else "before the first record"
+            raise ValueError(f"{path}: malformed line {after}: {err} (wrong number of columns, a truncated file, "
+                             "or a value htslib cannot parse)") from None
+        for key in first.header.contigs:
+            if key not in header.contigs:
+                header.contigs.add(key)
+        for kind, ours, theirs in (("INFO", header.info, first.header.info),
+                                   ("FORMAT", header.formats, first.header.formats)):
             for key, meta in theirs.items():
-                if key not in ours:
-                    ours.add(key, meta.number, meta.type, meta.description or "not declared in the input VCF")
+                if key not in ours and (kind, key) != ("INFO", "END"):
+                    ours.add(key, "." if meta.number is None else meta.number, meta.type or "String",
+                             meta.description or "not declared in the input VCF")
+    if "END" not in header.info:
+        header.info.add("END", 1, "Integer", "End position of the variant (declared by ntengine: the input did not)")
 
 
 def _prepare_header(header, lengths: dict[str, int], argv: str) -> None:
@@ -204,6 +222,8 @@ def _score_block(block, scorer, lengths, sequences, window, writer, counts, skip
         per_alt = [skip_reason(rec, alt, window) for alt in alts]
         if rec.chrom not in lengths:
             per_alt = ["contig_not_in_fasta"] * len(alts)
+        elif not 0 <= rec.start < lengths[rec.chrom]:  # POS 0 / N+1: VCF's telomere positions
+            per_alt = ["pos_outside_contig"] * len(alts)
         elif (end := rec.start + len(rec.ref)) > lengths[rec.chrom] or \
                 sequences.fetch(rec.chrom, rec.start, end).upper() != rec.ref.upper():  # not rec.stop: END= moves it
             per_alt = ["ref_mismatch"] * len(alts)
@@ -231,7 +251,7 @@ def _score_block(block, scorer, lengths, sequences, window, writer, counts, skip
             rec.info[SKIP_INFO] = tuple(reason or "." for reason in reasons[r])
         try:
             writer.write(rec)
-        except OSError as err:  # htslib refuses records its header cannot describe
+        except (OSError, TypeError) as err:  # htslib refuses records its header cannot describe
             raise ValueError(f"record {rec.chrom}:{rec.pos} cannot be written back ({err}; htslib's reason is "
                              "printed above): is its header complete (e.g. END and ALT lines for <DEL>)?") from None
         counts["records"] += 1

@@ -109,3 +109,50 @@ def test_insertions_are_scored_at_their_first_changed_base(engine, shared_data, 
     logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
     want = logp[alt_ids[token_at(alt_offsets, len(alt_ids), d)]] - logp[ids[k]]
     assert llr[1] == pytest.approx(want, abs=1e-5) and want != 0
+
+
+def _sars(shared_data):
+    fasta = shared_data / "genomes" / "sars_cov_2_NC_045512v2.fa"
+    lines = fasta.read_text().splitlines()
+    return fasta, lines[0][1:].split()[0], "".join(lines[1:])
+
+
+@pytest.mark.parametrize("case", ["undeclared_contig", "end_undeclared", "pos_0"])
+def test_malformed_records_are_skipped_with_a_reason(fixtures_dir, shared_data, tmp_path, case, capsys):
+    """As bcftools reads them: an undeclared contig is declared, an undeclared END is the
+    spec's Integer END, POS 0 (the telomere position) is outside the contig. Each record
+    comes back in order with NT_SKIP; the run exits 0."""
+    from ntengine.cli import main
+
+    fasta, chrom, seq = _sars(shared_data)
+    head = f"##fileformat=VCFv4.2\n##contig=<ID={chrom},length={len(seq)}>\n"
+    good = f"{chrom}\t100\t.\t{seq[99]}\tA\t.\t.\t.\n"
+    odd, reason = {"undeclared_contig": ("chrX\t100\t.\tA\tC\t.\t.\t.\n", "contig_not_in_fasta"),
+                   "end_undeclared": (f"{chrom}\t300\t.\t{seq[299]}\t<DEL>\t.\t.\tEND=400\n", "symbolic"),
+                   "pos_0": (f"{chrom}\t0\t.\tN\tA\t.\t.\t.\n", "pos_outside_contig")}[case]
+    if case == "end_undeclared":
+        head += '##ALT=<ID=DEL,Description="Deletion">\n'
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text(head + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + good + odd)
+    assert main(["score-variants", str(fixtures_dir / "v2_tiny"), "--vcf", str(vcf), "--fasta", str(fasta),
+                 "-o", str(tmp_path / "out.vcf"), "--tsv", str(tmp_path / "out.tsv"), "--window", "600",
+                 "--quiet"]) == 0
+    assert [r["status"] for r in rows_of(tmp_path / "out.tsv")] == ["scored", reason]
+    with pysam.VariantFile(str(tmp_path / "out.vcf")) as out:
+        assert [rec.info["NT_SKIP"] for rec in out] == [(".",), (reason,)]
+
+
+def test_a_line_with_missing_columns_is_an_error_naming_the_record_before(fixtures_dir, shared_data, tmp_path,
+                                                                          capsys):
+    from ntengine.cli import main
+
+    fasta, chrom, seq = _sars(shared_data)
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text(f"##fileformat=VCFv4.2\n##contig=<ID={chrom},length={len(seq)}>\n"
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   f"{chrom}\t100\t.\t{seq[99]}\tA\t.\t.\t.\n{chrom}\t300\t.\t{seq[299]}\n")
+    code = main(["score-variants", str(fixtures_dir / "v2_tiny"), "--vcf", str(vcf), "--fasta", str(fasta),
+                 "-o", str(tmp_path / "out.vcf"), "--window", "600", "--quiet"])
+    assert code == 2
+    assert f"in.vcf: malformed line after record 1 ({chrom}:100)" in capsys.readouterr().err
+    assert not list(tmp_path.glob("out.vcf*"))  # found before any output was opened
