@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from ntengine.checkpoint.common import Checkpoint, CheckpointError, LoadReport, match_strict
+from ntengine.checkpoint.common import (Checkpoint, CheckpointError, LoadReport, match_strict, read_json,
+                                       read_safetensors)
 from ntengine.checkpoint.heads import load_head
 from ntengine.checkpoint.hf import config_to_hf, load_hf
 from ntengine.checkpoint.hub import resolve_checkpoint
@@ -51,7 +52,7 @@ def detect_layout(path: Path) -> str:
         path = path.parent
     config = path / "config.json"
     if config.is_file():
-        d = json.loads(config.read_text())
+        d = read_json(config)
         if "ntengine_format" in d:
             return "ntengine"
         if d.get("model_type") == "esm":
@@ -65,15 +66,13 @@ def detect_layout(path: Path) -> str:
 
 
 def _load_ntengine(folder: Path) -> Checkpoint:
-    from safetensors.torch import load_file
-
-    meta = json.loads((folder / "config.json").read_text())
+    meta = read_json(folder / "config.json")
     if meta["ntengine_format"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{folder} was written by a newer ntengine (format {meta['ntengine_format']}); upgrade"
         )
     config = NTConfig.from_dict(meta["config"])
-    tensors = load_file(str(folder / "model.safetensors"))
+    tensors = read_safetensors(folder / "model.safetensors")
     shapes = expected_shapes(config)
     unplaced = {k: k for k in tensors if k not in shapes}
     found = {k: v for k, v in tensors.items() if k in shapes}
@@ -110,7 +109,7 @@ def load_checkpoint(path, trust_pickle: bool = False, layout: str | None = None,
     if is_adapter(folder) and not (folder / "config.json").is_file():
         if adapter is not None:
             raise CheckpointError(f"{path} is itself a PEFT adapter: pass its base model as the checkpoint")
-        adapter_config = json.loads((folder / ADAPTER_CONFIG).read_text())
+        adapter_config = read_json(folder / ADAPTER_CONFIG)
         base = adapter_base(folder)
         if not base:
             raise CheckpointError(f"{path} is a PEFT adapter without base_model_name_or_path: pass the base "

@@ -17,6 +17,28 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as asked; the message says why."""
 
 
+def read_json(path: Path) -> dict:
+    """A JSON file of a checkpoint; a broken one is a CheckpointError naming it."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors file; a truncated or corrupt one names the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err}): truncated or corrupt, "
+                              "download or write it again") from None
+
+
 def refuse_pickle(path: Path, trust_pickle: bool) -> None:
     if not trust_pickle:
         raise CheckpointError(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
 import torch
 
-from ntengine.checkpoint.common import Checkpoint, CheckpointError, LoadReport, match_strict, refuse_pickle
+from ntengine.checkpoint.common import (Checkpoint, CheckpointError, LoadReport, match_strict, read_json,
+                                       read_safetensors, refuse_pickle)
 from ntengine.checkpoint.heads import esm_head
 from ntengine.checkpoint.names import expected_shapes, external_names
 from ntengine.config import NTConfig
@@ -105,7 +105,7 @@ def _read_hf_tensors(folder: Path, trust_pickle: bool) -> tuple[dict[str, torch.
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = folder / index_name
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            shards = sorted(set(read_json(index)["weight_map"].values()))
             tensors = {}
             for shard in shards:
                 if not (folder / shard).resolve().is_relative_to(folder.resolve()):
@@ -122,9 +122,7 @@ def _read_hf_tensors(folder: Path, trust_pickle: bool) -> tuple[dict[str, torch.
 
 def _read_hf_file(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return read_safetensors(path)
     refuse_pickle(path, trust_pickle)
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -182,12 +180,15 @@ def _tie_decoder(tensors: dict[str, torch.Tensor], notes: list[str], problems: l
 
 def load_hf(folder: Path, trust_pickle: bool) -> Checkpoint:
 
-    hf_config = json.loads((folder / "config.json").read_text())
+    hf_config = read_json(folder / "config.json")
     report = LoadReport(source=str(folder), folder=str(folder), layout="hf")
     stored, report.files = _read_hf_tensors(folder, trust_pickle)
     tensors = canonical_keys(stored, report.notes)
     problems: list[str] = []
-    config = config_from_hf(hf_config, lm_head=any(k.startswith("lm_head.") for k in tensors))
+    try:
+        config = config_from_hf(hf_config, lm_head=any(k.startswith("lm_head.") for k in tensors))
+    except KeyError as err:
+        raise CheckpointError(f"{folder / 'config.json'}: no {err} key: not a complete ESM/NT config") from None
     if not config.lm_head:
         report.notes.append("no LM head in the file: embeddings and task heads only, no logits")
     elif hf_config.get("tie_word_embeddings", True):

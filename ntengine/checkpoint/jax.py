@@ -5,13 +5,13 @@ Haiku params: a dict module -> {param -> array}; linear weights are stored [in, 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ntengine.checkpoint.common import Checkpoint, CheckpointError, LoadReport, match_strict, refuse_pickle
+from ntengine.checkpoint.common import (Checkpoint, CheckpointError, LoadReport, match_strict, read_json,
+                                       refuse_pickle)
 from ntengine.checkpoint.names import expected_shapes, external_names
 from ntengine.config import V1_VOCAB_SIZE, V2_VOCAB_SIZE, NTConfig
 
@@ -89,7 +89,10 @@ def load_pytree(path: Path) -> dict:
 
 def load_jax(folder: Path, trust_pickle: bool):
     jax_dir = folder / "jax_model" if (folder / "jax_model").is_dir() else folder
-    config = config_from_jax(json.loads((jax_dir / "hyperparams.json").read_text()))
+    try:
+        config = config_from_jax(read_json(jax_dir / "hyperparams.json"))
+    except KeyError as err:
+        raise CheckpointError(f"{jax_dir / 'hyperparams.json'}: no {err} key: not a complete NT config") from None
     params_path = jax_dir / "pytree_ckpt.joblib"
     if not params_path.is_file():
         raise CheckpointError(f"{jax_dir}: pytree_ckpt.joblib not found")

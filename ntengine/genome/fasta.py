@@ -95,6 +95,7 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
     digest = hashlib.sha256()
     line_no, length, name, header_line = 0, 0, None, 0
     byte, first_line = 0, None  # text offset of the current line; (offset, bases, bytes) of a record's first
+    short_line, ragged = None, False  # a line shorter than the record's first; a record's lines differ
     pending = b""  # an incomplete last line carried to the next block
 
     def close_record():
@@ -107,7 +108,7 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
     try:
         with opener(path, "rb") as f:
             while True:
-                block = f.read(BLOCK)
+                block = f.read1(BLOCK)  # read1: a truncated gzip fails after what it could decode
                 digest.update(block)
                 data = pending + block
                 if not block:
@@ -120,13 +121,19 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
                     line_start, byte = byte, byte + len(line) + 1
                     if line.startswith(b">"):
                         close_record()
-                        name = line[1:].split(None, 1)[0].decode("utf-8", "replace") if line[1:].strip() else ""
+                        if b"\r" in line.rstrip(b"\r"):
+                            raise FastaError(f"{path}: line {line_no}: CR-only line endings (classic Mac): convert "
+                                             "them first, e.g. `tr '\\r' '\\n'`")
+                        try:
+                            name = line[1:].split(None, 1)[0].decode("utf-8") if line[1:].strip() else ""
+                        except UnicodeDecodeError as err:
+                            raise FastaError(f"{path}: line {line_no}: the header is not UTF-8 text ({err})") from None
                         if not name:
                             raise FastaError(f"{path}: line {line_no}: header without a name")
                         if name in seen:
                             raise FastaError(f"{path}: line {line_no}: duplicate record name {name!r}")
                         seen.add(name)
-                        length, header_line, first_line = 0, line_no, None
+                        length, header_line, first_line, short_line = 0, line_no, None, None
                         continue
                     bad = line.translate(None, allowed)
                     if bad:
@@ -141,6 +148,10 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
                         raise FastaError(f"{path}: line {line_no}: sequence before the first '>' header")
                     if first_line is None and line.strip():
                         first_line = (line_start, len(line) - line.endswith(b"\r"), len(line) + 1)
+                    elif first_line is not None and line.strip() and (short_line or len(line) + 1 > first_line[2]):
+                        ragged = True  # faidx needs equal line widths: read this file sequentially
+                    if first_line is not None and len(line) + 1 != first_line[2]:
+                        short_line = short_line or line_no
                     length += len(line) - line.endswith(b"\r")
                 if not block:
                     break
@@ -148,11 +159,12 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
         if isinstance(err, FileNotFoundError):
             raise
         where = f" in record {name!r}" if name else ""
-        raise FastaError(f"{path}: corrupt or truncated gzip stream after line {line_no}{where}: {err}") from None
+        raise FastaError(f"{path}: corrupt or truncated gzip stream: it ends after {byte + len(pending):,} bytes of "
+                         f"text ({line_no:,} complete lines read{where}): {err}") from None
     close_record()
     if not records:
         raise FastaError(f"{path}: no FASTA records (no line starts with '>')")
-    return FastaScan(records, digest.hexdigest(), not compressed or _is_bgzf(path), compressed)
+    return FastaScan(records, digest.hexdigest(), not ragged and (not compressed or _is_bgzf(path)), compressed)
 
 
 def check_index(path, scan: FastaScan) -> None:

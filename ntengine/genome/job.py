@@ -9,6 +9,7 @@ opens or resumes the store and hands the chunks still to do to a local or Ray ru
 
 from __future__ import annotations
 
+import errno
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -101,14 +102,21 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
             def on_done(_chunk, bp):
                 bar.update(bp)
 
-            if ray is None:
-                run_chunks(spec, engine, todo, on_done)
-            else:
-                if not engine_spec:
-                    raise ValueError("a Ray job needs a checkpoint path (workers compile it), not an Engine object")
-                from ntengine.genome.ray_runner import run_on_ray
+            try:
+                if ray is None:
+                    run_chunks(spec, engine, todo, on_done)
+                else:
+                    if not engine_spec:
+                        raise ValueError("a Ray job needs a checkpoint path (workers compile it), not an Engine "
+                                         "object")
+                    from ntengine.genome.ray_runner import run_on_ray
 
-                run_on_ray(spec, todo, ray, workers, on_done)
+                    run_on_ray(spec, todo, ray, workers, on_done)
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+                raise RuntimeError(f"{out}: the disk is full ({err.strerror}); the {bar.n:,} bp of chunks committed "
+                                   "so far are safe: free some space and rerun the same command to resume") from None
         status = group["window_status"][:]
         summary = {"path": str(out), "windows": len(windows), "chunks_run": len(todo),
                    "embedded": int((status == STATUS["embedded"]).sum() + (status == STATUS["shortened"]).sum()),
