@@ -19,14 +19,17 @@ by a first parsing pass before any output is written.
 from __future__ import annotations
 
 import csv
+import hashlib
 import sys
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from ntengine.genome.fasta import check_index, open_sequences, scan_fasta
 from ntengine.locking import output_lock
+from ntengine.variants.parts import BlockParts
 from ntengine.variants.scoring import SCORES, AlleleTask, Scorer, ScoreSettings
 
 INFO = {  # INFO ID -> (score column, description)
@@ -188,34 +191,59 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
     reader = _open_vcf(vcf)
     _declare_implicit_fields(vcf, reader.header)
     _prepare_header(reader.header, lengths, " ".join(sys.argv))
-    with output_lock(out):  # two runs on one output would overwrite each other's .partial
-        tmp = out.with_name(out.name + ".partial")
-        writer = pysam.VariantFile(str(tmp), _output_mode(out), header=reader.header)
-        table = TableWriter(tsv)
-        counts = {"records": 0, "alleles": 0, "scored": 0, "ref_mismatch_records": 0}
-        skipped: Counter = Counter()
+    job = {"model": engine.runtime.fingerprint(), "dtype": str(engine.dtype), "settings": asdict(settings),
+           "vcf_sha256": _sha256(vcf), "fasta_sha256": scan.sha256}
+    with output_lock(out):  # one run per output; a killed run's lock is taken over
+        parts = BlockParts(out, job, reader.header)  # committed blocks: a rerun resumes after them
+        results = []
         with tqdm(desc="scoring", unit=" records", disable=not progress, file=sys.stderr) as bar:
-            block: list = []
-            def flush(block):
-                table.write(_score_block(block, scorer, lengths, sequences, settings.window, writer, counts, skipped))
+            for b, block in enumerate(_blocks(reader, settings.block_records)):
+                result = parts.done(b) or parts.run(b, lambda part: _score_block(
+                    block, scorer, lengths, sequences, settings.window, part))
+                results.append(result)
                 bar.update(len(block))
-
-            for rec in reader:
-                block.append(rec)
-                if len(block) == settings.block_records:
-                    flush(block)
-                    block = []
-            flush(block)
-        writer.close()
-        reader.close()
         sequences.close()
+        tmp = out.with_name(out.name + ".partial")
+        with pysam.VariantFile(str(tmp), _output_mode(out), header=reader.header) as writer:
+            parts.assemble(writer, len(results))
+        reader.close()  # after the writer: its header is the reader's
+        table = TableWriter(tsv)
+        for result in results:
+            table.write(result["rows"])
         table.close()
         tmp.replace(out)
-    return {**counts, "skipped": dict(skipped), **scorer.stats, "path": str(out)}
+        parts.remove()
+    counts = {k: sum(r["counts"][k] for r in results) for k in ("records", "alleles", "scored", "ref_mismatch_records")}
+    stats = {k: sum(r["stats"][k] for r in results) for k in scorer.stats}
+    skipped = sum((Counter(r["skipped"]) for r in results), Counter())
+    return {**counts, "skipped": dict(skipped), **stats, "path": str(out)}
 
 
-def _score_block(block, scorer, lengths, sequences, window, writer, counts, skipped) -> list[dict]:
-    """Score a block of records in shared batches, write them out in order; returns table rows."""
+def _blocks(reader, size: int):
+    block: list = []
+    for rec in reader:
+        block.append(rec)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _score_block(block, scorer, lengths, sequences, window, writer) -> dict:
+    """Score a block of records in shared batches and write them out in order; returns the
+    block's table rows, counts, skip reasons and window statistics."""
+    counts = {"records": 0, "alleles": 0, "scored": 0, "ref_mismatch_records": 0}
+    skipped: Counter = Counter()
+    stats_before = dict(scorer.stats)
     tasks, where, reasons = [], [], []
     for r, rec in enumerate(block):
         alts = rec.alts or (None,)
@@ -265,4 +293,5 @@ def _score_block(block, scorer, lengths, sequences, window, writer, counts, skip
                    "status": reason or "scored"}
             row.update({c: ("" if values[a] is None else f"{values[a][k]:.6g}") for k, c in enumerate(SCORES)})
             rows.append(row)
-    return rows
+    stats = {k: v - stats_before[k] for k, v in scorer.stats.items()}
+    return {"rows": rows, "counts": counts, "skipped": dict(skipped), "stats": stats}
