@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ntengine.checkpoint.common import (Checkpoint, CheckpointError, LoadReport, match_strict, read_json,
-                                       read_safetensors)
+                                       read_safetensors, write_safetensors)
 from ntengine.checkpoint.heads import load_head
 from ntengine.checkpoint.hf import config_to_hf, load_hf
 from ntengine.checkpoint.hub import resolve_checkpoint
@@ -160,8 +160,6 @@ def save_checkpoint(path, config: NTConfig, state_dict: dict[str, torch.Tensor],
     "ntengine" stores our names and the full NTConfig; "hf" writes InstaDeep's HF layout
     (config.json + model.safetensors), loadable by their code and by ntengine.
     """
-    from safetensors.torch import save_file
-
     folder = Path(path)
     shapes = expected_shapes(config)
     match_strict(config, dict(state_dict), {}, lambda n: n, [])  # refuse to write a broken model
@@ -174,6 +172,6 @@ def save_checkpoint(path, config: NTConfig, state_dict: dict[str, torch.Tensor],
     else:
         raise ValueError(f"can write layout 'ntengine' or 'hf', got {layout!r}")
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    write_safetensors(tensors, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder

@@ -39,6 +39,19 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                               "download or write it again") from None
 
 
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file creates files readable by their owner only (0600); a
+    checkpoint is shared like any file, so it gets the permissions the umask gives."""
+    import os
+
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def refuse_pickle(path: Path, trust_pickle: bool) -> None:
     if not trust_pickle:
         raise CheckpointError(

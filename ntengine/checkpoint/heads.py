@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ntengine.checkpoint.common import CheckpointError
+from ntengine.checkpoint.common import CheckpointError, write_safetensors
 
 HEAD_CONFIG, HEAD_WEIGHTS = "head.json", "head.safetensors"
 TASKS, POOLINGS = ("classification", "regression"), ("mean", "cls")
@@ -28,11 +28,9 @@ _PROBLEM_TYPES = {"regression": "regression", "single_label_classification": "cl
 
 
 def save_head(folder, config: dict, head: nn.Linear) -> None:
-    from safetensors.torch import save_file
-
     folder = Path(folder)
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()},
-              str(folder / HEAD_WEIGHTS))
+    write_safetensors({k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()},
+                      folder / HEAD_WEIGHTS)
     (folder / HEAD_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
 

@@ -72,3 +72,19 @@ def test_a_sharded_index_cannot_reach_outside_the_folder(fixtures_dir, tmp_path)
         {"weight_map": {name: "../elsewhere.safetensors" for name in names}}))
     with pytest.raises(CheckpointError, match=r"shard '\.\./elsewhere\.safetensors' lies outside the checkpoint"):
         ntengine.compile(ckpt)
+
+
+def test_written_checkpoints_are_readable_by_others(tmp_path):
+    """safetensors writes 0600; a checkpoint gets what the umask gives, like any file."""
+    import os
+    import stat
+
+    from ntengine.checkpoint import init_checkpoint
+
+    old = os.umask(0o022)
+    try:
+        folder = init_checkpoint("v2-50m", tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((folder / "config.json").stat().st_mode) == 0o644
