@@ -29,7 +29,7 @@ import torch
 from ntengine.checkpoint.common import (Checkpoint, CheckpointError, LoadReport, match_strict, read_json,
                                        read_safetensors, write_safetensors)
 from ntengine.checkpoint.heads import load_head
-from ntengine.checkpoint.hf import config_to_hf, load_hf
+from ntengine.checkpoint.hf import config_to_hf, load_hf, tokenizer_files
 from ntengine.checkpoint.hub import resolve_checkpoint
 from ntengine.checkpoint.jax import load_jax
 from ntengine.checkpoint.names import WEIGHT_NAMES, expected_shapes, external_names
@@ -158,7 +158,8 @@ def save_checkpoint(path, config: NTConfig, state_dict: dict[str, torch.Tensor],
     """Write `state_dict` (our names) as a safetensors checkpoint folder in `layout`.
 
     "ntengine" stores our names and the full NTConfig; "hf" writes InstaDeep's HF layout
-    (config.json + model.safetensors), loadable by their code and by ntengine.
+    (config.json + model.safetensors + tokenizer files), loadable by their code, by
+    transformers (model and tokenizer) and by ntengine.
     """
     folder = Path(path)
     shapes = expected_shapes(config)
@@ -174,4 +175,7 @@ def save_checkpoint(path, config: NTConfig, state_dict: dict[str, torch.Tensor],
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(tensors, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if layout == "hf":  # what transformers needs to open the folder's tokenizer too
+        for name, text in tokenizer_files(config).items():
+            (folder / name).write_text(text)
     return folder

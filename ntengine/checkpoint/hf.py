@@ -68,6 +68,21 @@ def config_from_hf(d: dict, lm_head: bool = True) -> NTConfig:
     )
 
 
+def tokenizer_files(cfg: NTConfig) -> dict[str, str]:
+    """vocab.txt, tokenizer_config.json and special_tokens_map.json, so transformers'
+    AutoTokenizer opens the folder as an EsmTokenizer that tokenizes as the official code
+    does (greedy 6-mers over the vocabulary; <cls> first and, as there, no <eos>)."""
+    import json
+
+    from ntengine.tokenizer import _vocab
+
+    tokens, _ = _vocab(cfg.version)
+    specials = {"cls_token": "<cls>", "pad_token": "<pad>", "mask_token": "<mask>", "unk_token": "<unk>"}
+    config = {"tokenizer_class": "EsmTokenizer", "model_max_length": cfg.max_positions, "eos_token": None, **specials}
+    return {"vocab.txt": "\n".join(tokens) + "\n", "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
+            "special_tokens_map.json": json.dumps(specials, indent=2) + "\n"}
+
+
 def config_to_hf(cfg: NTConfig) -> dict:
     # HF's ESM has no embed_scale and hard-codes the token-dropout ratio (0.15 * 0.8).
     custom_dropout = cfg.token_dropout and not math.isclose(cfg.masking_ratio * cfg.masking_prob, 0.12)
