@@ -43,8 +43,9 @@ class JobSpec:
 class ChunkRunner:
     """Reads, tokenises and runs the chunks of one job with one engine."""
 
-    def __init__(self, spec: JobSpec, engine):
+    def __init__(self, spec: JobSpec, engine, on_batch=None):
         self.spec, self.engine = spec, engine
+        self.on_batch = on_batch  # on_batch(bp): a forward-strand batch of that many bases is done
         self.context = engine.config.max_positions
         self.tokenizer = type(engine.tokenizer)(version=engine.config.version, invalid=spec.settings.invalid,
                                                 max_length=self.context)
@@ -110,6 +111,8 @@ class ChunkRunner:
             pooled[rows] = pool_mean(res[key], engine.nucleotide_mask(ids) & mask)
             if out is None:
                 continue
+            if self.on_batch:
+                self.on_batch(sum(prepared["spans"][r][1] - prepared["spans"][r][0] for r in rows))
             for j, r in enumerate(rows):
                 w, m = keep[r], int(lengths[r])
                 start, end = prepared["spans"][r]
@@ -142,10 +145,19 @@ def _logprob_entropy(logits: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, n
 
 def run_chunks(spec: JobSpec, engine, chunks, on_done=None, prefetch: int = 2) -> None:
     """Run `chunks` in order, reading/tokenising up to `prefetch` ahead in a thread,
-    and commit each to the store; on_done(chunk, bp) after each commit."""
+    and commit each to the store. on_done(chunk, bp): bp more bases of chunk are done,
+    after every batch (so a progress bar moves while a chunk runs) and at its commit
+    (the rest: skipped all-N windows, trimmed ends); per chunk they sum to its bases."""
     from ntengine.genome.store import open_group
 
-    runner = ChunkRunner(spec, engine)
+    progress = {"chunk": None, "bp": 0}  # the chunk running, and its bases reported so far
+
+    def on_batch(bp):
+        progress["bp"] += bp
+        if on_done:
+            on_done(progress["chunk"], bp)
+
+    runner = ChunkRunner(spec, engine, on_batch)
     group = open_group(Path(spec.store), "r+")
     todo: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -166,9 +178,10 @@ def run_chunks(spec: JobSpec, engine, chunks, on_done=None, prefetch: int = 2) -
         while (item := todo.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
+            progress.update(chunk=item["chunk"], bp=0)
             write_chunk(group, item["chunk"], spec.settings.chunk_windows, runner.run(item))
             if on_done:
-                on_done(item["chunk"], sum(e - s for _, s, e in item["windows"]))
+                on_done(item["chunk"], sum(e - s for _, s, e in item["windows"]) - progress["bp"])
     finally:
         stop.set()
         while thread.is_alive():  # unblock a producer waiting on a full queue

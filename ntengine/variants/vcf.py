@@ -83,11 +83,12 @@ def _open_vcf(path):
         pysam.set_verbosity(previous)
 
 
-def _declare_implicit_fields(path, header) -> None:
+def _declare_implicit_fields(path, header) -> int:
     """htslib defines the contigs and INFO/FORMAT keys a VCF uses without declaring them
     while it parses records, too late for a writer opened before: one parsing pass finds
     them all, and finds malformed lines before any output is written. END is declared
-    as the VCF spec reserves it (pysam writes it back from every record's stop)."""
+    as the VCF spec reserves it (pysam writes it back from every record's stop).
+    Returns the number of records (the progress bar's total)."""
     with _open_vcf(path) as first:
         n, last = 0, None
         try:
@@ -108,6 +109,7 @@ def _declare_implicit_fields(path, header) -> None:
                              meta.description or "not declared in the input VCF")
     if "END" not in header.info:
         header.info.add("END", 1, "Integer", "End position of the variant (declared by ntengine: the input did not)")
+    return n
 
 
 def _prepare_header(header, lengths: dict[str, int], argv: str) -> None:
@@ -189,14 +191,14 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
     scorer = Scorer(engine, lambda c, a, b: sequences.fetch(c, a, b).upper(), settings)
     out = Path(out)
     reader = _open_vcf(vcf)
-    _declare_implicit_fields(vcf, reader.header)
+    n_records = _declare_implicit_fields(vcf, reader.header)
     _prepare_header(reader.header, lengths, " ".join(sys.argv))
     job = {"model": engine.runtime.fingerprint(), "dtype": str(engine.dtype), "settings": asdict(settings),
            "vcf_sha256": _sha256(vcf), "fasta_sha256": scan.sha256}
     with output_lock(out):  # one run per output; a killed run's lock is taken over
         parts = BlockParts(out, job, reader.header)  # committed blocks: a rerun resumes after them
         results = []
-        with tqdm(desc="scoring", unit=" records", disable=not progress, file=sys.stderr) as bar:
+        with tqdm(total=n_records, desc="scoring", unit=" records", disable=not progress, file=sys.stderr) as bar:
             for b, block in enumerate(_blocks(reader, settings.block_records)):
                 result = parts.done(b) or parts.run(b, lambda part: _score_block(
                     block, scorer, lengths, sequences, settings.window, part))

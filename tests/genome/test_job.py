@@ -236,3 +236,26 @@ def test_bigwig_tracks_are_token_scores_averaged_over_windows(engine, shared_dat
         got = np.array(bw.values("NC_045512v2", 0, 5000))
         np.testing.assert_allclose(got, sums[i] / counts, rtol=1e-5, atol=1e-5)
         assert np.isnan(bw.values("NC_045512v2", 5000, 5010)).all()  # outside the job: no value
+
+
+def test_progress_moves_per_batch_not_per_chunk(engine, shared_data, tmp_path, monkeypatch):
+    """The bar used to sit at 0% for a whole 32-window chunk: it now moves after every
+    batch, and the updates of each chunk add up to its bases exactly."""
+    from ntengine.genome import job
+    from ntengine.genome.windows import plan_spans
+
+    fasta = shared_data / "genomes" / "lambda_phage_NC_001416.1.fa"
+    record = next(read_records(fasta))
+    updates, real = [], job.run_chunks
+    monkeypatch.setattr(job, "run_chunks", lambda spec, eng, todo, on_done: real(
+        spec, eng, todo, lambda c, bp: (updates.append((c, bp)), on_done(c, bp))))
+    s = embed_genome(engine, fasta, tmp_path / "p.zarr", EmbedSettings(window=1200, batch_size=4, chunk_windows=16),
+                     progress=False)
+    windows = plan_spans([(record.name, 0, len(record.sequence))], 1200)
+    assert len(windows) == s["windows"] == 41
+    assert len(updates) >= 41 // 4 + 3  # one per batch of 4 windows, plus each of the 3 chunks' commit
+    per_chunk: dict = {}
+    for c, bp in updates:
+        assert bp >= 0
+        per_chunk[c] = per_chunk.get(c, 0) + bp
+    assert per_chunk == {c: sum(w.end - w.start for w in windows[c * 16:(c + 1) * 16]) for c in range(3)}
