@@ -51,6 +51,19 @@ def open_group(path: Path, mode: str):
         raise StoreError(f"{path}: not a readable zarr store ({type(err).__name__}: {err})") from None
 
 
+def consolidate(path: Path) -> None:
+    """Write consolidated metadata, so `xarray.open_zarr(path)` opens the store in one read
+    and without its "failed to open with consolidated metadata" warning. The arrays'
+    metadata never changes after creation, so one consolidation stays true."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():  # zarr-python notes that Zarr v3 has no spec for it yet
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(path))
+
+
 def _array_specs(meta: dict) -> dict[str, tuple]:
     """name -> (shape, chunks, dtype, fill, dimension names) of every array in a store."""
     lay = meta["layout"]
@@ -120,6 +133,7 @@ def create_or_open(path, meta: dict, windows, record_index: dict[str, int]):
         group["window_start"][:] = np.array([w[1] for w in windows], np.int64)
         group["window_end"][:] = np.array([w[2] for w in windows], np.int64)
     group.attrs["ntengine"] = meta
+    consolidate(tmp)
     tmp.rename(path)
     return open_group(path, "r+")
 

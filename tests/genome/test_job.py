@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -63,7 +64,9 @@ def test_windows_tokens_and_embeddings_match_the_genome(engine, shared_data, tmp
     assert end[-1] == 20000 and summary["windows"] == len(start) == 8
     assert (g["window_status"][:] == STATUS["embedded"]).all() and g["chunk_done"][:].all()
     xr = pytest.importorskip("xarray")
-    ds = xr.open_zarr(tmp_path / "l.zarr", consolidated=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # consolidated metadata: opens as users open it, with no warning
+        ds = xr.open_zarr(tmp_path / "l.zarr")
     assert ds["embeddings"].dims == ("window", "embed") and ds["token_embeddings"].dims == ("window", "token", "embed")
     slices = [genome[s:e] for s, e in zip(start, end)]
     assert rel_err(g["embeddings"][:], engine.embed(slices)) <= FP32
