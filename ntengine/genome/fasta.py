@@ -95,7 +95,7 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
     digest = hashlib.sha256()
     line_no, length, name, header_line = 0, 0, None, 0
     byte, first_line = 0, None  # text offset of the current line; (offset, bases, bytes) of a record's first
-    short_line, ragged = None, False  # a line shorter than the record's first; a record's lines differ
+    short_line, ragged = False, False  # a line narrower than the record's first seen; widths differ
     pending = b""  # an incomplete last line carried to the next block
 
     def close_record():
@@ -133,7 +133,7 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
                         if name in seen:
                             raise FastaError(f"{path}: line {line_no}: duplicate record name {name!r}")
                         seen.add(name)
-                        length, header_line, first_line, short_line = 0, line_no, None, None
+                        length, header_line, first_line, short_line = 0, line_no, None, False
                         continue
                     bad = line.translate(None, allowed)
                     if bad:
@@ -148,10 +148,11 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
                         raise FastaError(f"{path}: line {line_no}: sequence before the first '>' header")
                     if first_line is None and line.strip():
                         first_line = (line_start, len(line) - line.endswith(b"\r"), len(line) + 1)
-                    elif first_line is not None and line.strip() and (short_line or len(line) + 1 > first_line[2]):
-                        ragged = True  # faidx needs equal line widths: read this file sequentially
-                    if first_line is not None and len(line) + 1 != first_line[2]:
-                        short_line = short_line or line_no
+                    elif first_line is not None:
+                        # faidx needs every line but a record's last as wide as its first: a line
+                        # after a shorter one, or a wider one, means reading this file sequentially.
+                        ragged = ragged or bool(line.strip()) and (short_line or len(line) + 1 > first_line[2])
+                        short_line = short_line or len(line) + 1 != first_line[2]
                     length += len(line) - line.endswith(b"\r")
                 if not block:
                     break

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ntengine.genome.fasta import has_acgt, reverse_complement
+from ntengine.genome.windows import default_window_bp
 from ntengine.pooling import log_softmax, pool_mean, sorted_batches
 from ntengine.variants.windows import (DEFAULT_WINDOW, VariantWindows, build_windows, changed_base, span_tokens,
                                        token_at)
@@ -65,8 +66,6 @@ class ScoreSettings:
 
     def check(self, config) -> None:
         """Raise ValueError if these settings do not fit the model of `config`."""
-        from ntengine.genome.windows import default_window_bp
-
         limit = default_window_bp(config)
         if not 1 <= self.window <= limit:
             raise ValueError(f"window must be 1..{limit} bp for this model (its context), got {self.window}")
@@ -106,6 +105,7 @@ class Scorer:
         self.engine, self.fetch, self.settings = engine, fetch, settings
         self.tokenizer = type(engine.tokenizer)(version=engine.config.version, invalid=settings.invalid,
                                                 max_length=engine.config.max_positions)
+        self._planned: dict = {}  # task -> windows, built once per block (planning, then scoring)
         self.stats = dict.fromkeys(("windows_requested", "windows_computed", "masked_requested",
                                     "masked_computed"), 0)
 
@@ -118,6 +118,11 @@ class Scorer:
         holds no A/C/G/T at all: the variant sits in or between N runs (skipped as "n_gap",
         as genome jobs skip all-N windows).
         """
+        if t not in self._planned:
+            self._planned[t] = self._fit(t)
+        return self._planned[t]
+
+    def _fit(self, t: AlleleTask) -> VariantWindows | None:
         w = build_windows(self.fetch, t.chrom, t.pos, t.ref, t.alt, t.record_length, self.settings.window)
         if self.settings.invalid == "raise" and (bad := _NON_ACGTN.search(w.ref)):
             raise ValueError(f"{t.chrom}:{w.start + bad.start() + 1:,}: reference base {bad.group()!r} is not "
@@ -161,6 +166,7 @@ class Scorer:
             plans.append(strands)
         emb = self._run_unmasked(windows)
         logits = self._run_masked(masked)
+        self._planned.clear()
         out = np.empty((len(tasks), len(SCORES)))
         for i, strands in enumerate(plans):
             llr, diff, dist, tok = [], [], [], []
