@@ -8,7 +8,10 @@ Follows pybind11's cmake_example. Useful environment variables:
   CMAKE_GENERATOR             e.g. Ninja (used by default when the ninja package is installed)
   NTENGINE_NATIVE=1           tune all code for this machine (-march=native; runs only on CPUs like it).
                               Default: portable, CPU kernels built per ISA level and chosen at run time
-  NTENGINE_CUDA=auto|1|0      build ntengine._C_cuda when nvcc is found (default) | always | never
+  NTENGINE_CUDA=auto|1|0      build ntengine._C_cuda where nvcc and an NVIDIA GPU are found (default) |
+                              whenever nvcc is found (CI, GPU images built on GPU-less machines) | never
+  NTENGINE_BUILD_DIR          CMake's build folder (default build/cmake-<python>-<config> in the source
+                              tree: kept between installs, so a reinstall recompiles only what changed)
   NTENGINE_CUDA_ARCHS         CUDA architectures, e.g. "90" or "80;90" (default in CMakeLists.txt)
   DEBUG=1                     Debug build
 """
@@ -83,11 +86,13 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_BUILD_TYPE={cfg}",
         ]
         cmake_args += [a for a in os.environ.get("CMAKE_ARGS", "").split(" ") if a]
+        generator = os.environ.get("CMAKE_GENERATOR", "default")
         if "CMAKE_GENERATOR" not in os.environ:
             try:
                 import ninja
 
                 cmake_args += ["-GNinja", f"-DCMAKE_MAKE_PROGRAM={Path(ninja.BIN_DIR) / 'ninja'}"]
+                generator = "ninja"
             except ImportError:
                 pass
         build_args = ["--config", cfg]
@@ -95,11 +100,21 @@ class CMakeBuild(build_ext):
         if "CMAKE_BUILD_PARALLEL_LEVEL" not in os.environ and getattr(self, "parallel", None):
             build_args += [f"-j{self.parallel}"]
 
-        build_temp = Path(self.build_temp) / ext.name
+        build_temp = self._persistent_build_dir(ext, cfg, generator)
         build_temp.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cmake", ext.sourcedir, *cmake_args], cwd=build_temp, check=True)
         subprocess.run(["cmake", "--build", ".", *build_args], cwd=build_temp, check=True)
 
+    @staticmethod
+    def _persistent_build_dir(ext: CMakeExtension, cfg: str, generator: str) -> Path:
+        """Where CMake builds: outside pip's throw-away temporary folders, so that the README's
+        second `pip install` reuses the first one's objects (CMake then rebuilds only what
+        changed, and the bindings, whose pybind11 headers come from pip's fresh build
+        environment). One folder per generator: CMake refuses to switch one in place."""
+        if os.environ.get("NTENGINE_BUILD_DIR"):
+            return Path(os.environ["NTENGINE_BUILD_DIR"]).resolve()
+        slug = "".join(c for c in generator.lower() if c.isalnum())
+        return Path(ext.sourcedir) / "build" / f"cmake-{sys.implementation.cache_tag}-{cfg.lower()}-{slug}"
 
 setup(
     ext_modules=[CMakeExtension("ntengine._C"), BuiltAlongside("ntengine._C_cuda")],
