@@ -2,14 +2,17 @@
 
 The artefact takes
 
-    input_ids       int64 [B, L]  `<cls>` first, right-padded with pad_id
-    attention_mask  int64 [B, L]  1 at real tokens, 0 at padding (a prefix of each row)
+    input_ids       int32 [B, L]  `<cls>` first, right-padded with pad_id
+    attention_mask  bool  [B, L]  true at real tokens, false at padding (a prefix of each row)
 
-with B and L dynamic (1 <= L <= max_positions), and returns float32 outputs named as
-the engine names them: ``embeddings`` [B, L, E], ``logits`` [B, L, V],
-``embeddings_{i}`` [B, L, E]. Values at padding positions are not meaningful. The
-model's NTConfig (JSON), the output list and the compute dtype are stored in the
-model's metadata_props, so `ntengine.compile("model.onnx")` can rebuild an Engine.
+exactly what `Tokenizer.batch_encode` returns, with B and L dynamic (1 <= L <=
+max_positions), and returns float32 outputs named as the engine names them:
+``embeddings`` [B, L, E], ``logits`` [B, L, V], ``embeddings_{i}`` [B, L, E]. Values at
+padding positions are not meaningful. metadata_props hold the model's NTConfig (JSON),
+the output list and the compute dtype, so `ntengine.compile("model.onnx")` can rebuild an
+Engine, and the vocabulary and tokenisation rules, so the file also runs without ntengine
+(README, "Running an exported model without ntengine"). Files exported before took int64
+inputs; the onnxruntime backend still runs them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import torch
 from torch import nn
 
 from ntengine import ops
-from ntengine.backends.artefact import META_CONFIG, META_DTYPE, META_OUTPUTS, ONNX_INSTALL_HINT, parse_outputs
+from ntengine.backends.artefact import (META_CONFIG, META_DTYPE, META_OUTPUTS, ONNX_INSTALL_HINT, parse_outputs,
+                                        tokenizer_metadata)
 from ntengine.model import NTModel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -47,7 +51,7 @@ class _Exported(nn.Module):
         self.outputs, self.layers, self.logits = parse_outputs(outputs, model.config.num_layers)
 
     def forward(self, input_ids, attention_mask):
-        out = self.model(input_ids, attention_mask, layers=self.layers, logits=self.logits)
+        out = self.model(input_ids.long(), attention_mask, layers=self.layers, logits=self.logits)
         return tuple(out[name].float() for name in self.outputs)
 
 
@@ -66,13 +70,14 @@ def export_model(source, trust_pickle: bool = False, revision: str | None = None
 
 
 def _example_inputs(model: NTModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """A padded batch of 2 (sizes > 1 so the exporter keeps B and L symbolic)."""
+    """A padded batch of 2 (sizes > 1 so the exporter keeps B and L symbolic), typed as
+    `Tokenizer.batch_encode` types its output."""
     cfg = model.config
     length = min(8, cfg.max_positions)
-    ids = torch.full((2, length), cfg.mask_id + 2, dtype=torch.long)
+    ids = torch.full((2, length), cfg.mask_id + 2, dtype=torch.int32)
     ids[:, 0] = cfg.cls_id
-    mask = torch.ones(2, length, dtype=torch.long)
-    mask[1, length // 2:] = 0
+    mask = torch.ones(2, length, dtype=torch.bool)
+    mask[1, length // 2:] = False
     ids[1, length // 2:] = cfg.pad_id
     return ids, mask
 
@@ -122,8 +127,9 @@ def to_onnx(source, path, dtype: str = "float32", outputs: Sequence[str] = ("emb
             input_names=["input_ids", "attention_mask"], output_names=list(wrapper.outputs),
             dynamic_shapes=({0: batch, 1: tokens}, {0: batch, 1: tokens}), verbose=False)
     proto = program.model_proto
-    for key, value in ((META_CONFIG, json.dumps(cfg.to_dict())), (META_OUTPUTS, json.dumps(list(wrapper.outputs))),
-                       (META_DTYPE, dtype)):
+    meta = {META_CONFIG: json.dumps(cfg.to_dict()), META_OUTPUTS: json.dumps(list(wrapper.outputs)),
+            META_DTYPE: dtype, **tokenizer_metadata(cfg)}
+    for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto, full_check=True)
     tmp = path.with_name(path.name + ".partial")

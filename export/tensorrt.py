@@ -11,7 +11,7 @@ after the build so later builds of the same shapes skip kernel timing.
 
 A plan runs only on the TensorRT version and GPU model that built it. It is written
 with a JSON sidecar (``model.plan.json``) that holds what ``metadata_props`` holds in
-ONNX files (NTConfig, outputs, dtype), plus the profile, TensorRT version and GPU, so
+ONNX files (NTConfig, outputs, dtype, vocabulary, tokenisation rules), plus the profile, TensorRT version and GPU, so
 `ntengine.compile("model.plan")` can rebuild an Engine and explain mismatches.
 """
 
@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from ntengine.backends.artefact import (META_CONFIG, META_DTYPE, META_GPU, META_OUTPUTS, META_PROFILE, META_TRT,
-                                        parse_outputs, require_tensorrt, sidecar)
+                                        parse_outputs, require_tensorrt, sidecar, tokenizer_metadata)
 from ntengine.export.onnx import export_model, to_onnx
 
 DEFAULT_OPT = (8, 1000)  # (batch, tokens) the kernels are tuned for: NT's 6 kb windows, 8 at a time
@@ -135,7 +135,7 @@ def to_tensorrt(source, path, dtype: str = "float16", outputs: Sequence[str] = (
         build_plan(onnx_path, path, profile, timing_cache, workspace_gib, verbose)
     meta = {META_CONFIG: json.dumps(reference.config.to_dict()), META_OUTPUTS: json.dumps(list(outputs)),
             META_DTYPE: dtype, META_PROFILE: profile, META_TRT: trt.__version__,
-            META_GPU: torch.cuda.get_device_name()}
+            META_GPU: torch.cuda.get_device_name(), **tokenizer_metadata(reference.config)}
     sidecar(path).write_text(json.dumps(meta, indent=1))
     if validate:
         from ntengine.backends.trt_backend import TrtBackend

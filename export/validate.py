@@ -18,7 +18,8 @@ TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 def genome_batch(config, lengths=(48, 31, 7), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random phiX174 windows of the given token counts (capped by the model's context),
-    tokenised and right-padded: ids int64 [B, L], attention_mask int64 [B, L]."""
+    tokenised and right-padded as `batch_encode` returns them: ids int32 [B, L],
+    attention_mask bool [B, L]."""
     from ntengine.genome.fasta import read_records
     from ntengine.tokenizer import Tokenizer
 
@@ -31,7 +32,7 @@ def genome_batch(config, lengths=(48, 31, 7), seed: int = 0) -> tuple[np.ndarray
         # phiX174 is circular (5,386 bp): longer windows wrap around it.
         seqs.append((genome * (2 + bp // len(genome)))[start:start + bp])
     enc = Tokenizer(version=config.version, max_length=config.max_positions).batch_encode(seqs)
-    return enc.ids.astype(np.int64), enc.attention_mask.astype(np.int64)
+    return enc.ids, enc.attention_mask
 
 
 def compare(got: dict, want: dict, mask: np.ndarray) -> dict[str, tuple[float, float]]:
@@ -58,7 +59,7 @@ def validate_artefact(artefact, reference: NTModel, tolerance: float | None = No
     got = artefact._run(torch.from_numpy(ids), torch.from_numpy(mask), list(artefact.outputs))
     _, layers, logits = artefact.layers_logits
     with ops.use("torch"), torch.inference_mode():
-        ref = reference.float()(torch.from_numpy(ids), torch.from_numpy(mask).bool(), layers=layers, logits=logits)
+        ref = reference.float()(torch.from_numpy(ids).long(), torch.from_numpy(mask), layers=layers, logits=logits)
     errors = compare({k: v.float().cpu().numpy() for k, v in got.items()}, {k: v.numpy() for k, v in ref.items()},
                      mask)
     report = ", ".join(f"{k}: max abs {a:.3g}, max rel {r:.3g}" for k, (a, r) in errors.items())

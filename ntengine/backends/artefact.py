@@ -18,6 +18,7 @@ from ntengine.backends.base import Backend
 from ntengine.config import NTConfig
 
 META_CONFIG, META_OUTPUTS, META_DTYPE = "ntengine.config", "ntengine.outputs", "ntengine.dtype"
+META_VOCAB, META_TOKENIZER = "ntengine.vocab", "ntengine.tokenizer"  # since 0.1.0: readable without ntengine
 META_PROFILE, META_TRT, META_GPU = "ntengine.profile", "tensorrt.version", "tensorrt.gpu"  # plans only
 ONNX_INSTALL_HINT = "pip install 'ntengine[onnx]'"
 TRT_INSTALL_HINT = "pip install 'ntengine[tensorrt]' (TensorRT >= 10 for CUDA 13) on a machine with an NVIDIA GPU"
@@ -40,6 +41,20 @@ def parse_outputs(outputs: Sequence[str], num_layers: int) -> tuple[tuple[str, .
         elif name not in ("embeddings", "logits"):
             raise ValueError(f"unknown output {name!r}: use embeddings, logits or embeddings_{{i}} (1..{num_layers})")
     return names, tuple(layers), "logits" in names
+
+
+def tokenizer_metadata(config: NTConfig) -> dict[str, str]:
+    """What an artefact needs to be run without ntengine: its vocabulary (token strings in id
+    order, one per line) and how NT tokenises (JSON: vocabulary version, k, the rules)."""
+    from ntengine import __version__
+    from ntengine.tokenizer import Tokenizer
+
+    tok = Tokenizer(config.version)
+    rules = {"version": config.version, "k": 6, "ntengine": __version__,
+             "rules": "<cls> first; split on N (one N token each); k-mers from the start of each piece, "
+                      "single-base tokens for a tail shorter than k; no <eos>; right-padded with <pad>",
+             "cls_id": tok.cls_id, "pad_id": tok.pad_id, "mask_id": tok.mask_id, "unk_id": tok.unk_id}
+    return {META_VOCAB: "\n".join(tok.vocab), META_TOKENIZER: json.dumps(rules)}
 
 
 def sidecar(plan) -> Path:
@@ -78,6 +93,10 @@ class ArtefactBackend(Backend):
         self.config = NTConfig.from_dict(json.loads(meta[META_CONFIG]))
         self.outputs = tuple(json.loads(meta[META_OUTPUTS]))
         self.dtype = getattr(torch, meta[META_DTYPE])
+        # Artefacts written before the vocabulary was stored have none: ntengine's is theirs.
+        if META_VOCAB in meta and meta[META_VOCAB] != tokenizer_metadata(self.config)[META_VOCAB]:
+            raise ValueError(f"{self.path}: its vocabulary is not ntengine's {self.config.version} vocabulary, "
+                             "so ntengine's tokenizer would feed it wrong ids")
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -92,7 +111,8 @@ class ArtefactBackend(Backend):
         return parse_outputs(self.outputs, self.config.num_layers)
 
     def _run(self, ids: torch.Tensor, mask: torch.Tensor, names) -> dict[str, torch.Tensor]:
-        """ids, mask int64 [B, L] -> {name: float32 tensor} for `names` (outputs it holds)."""
+        """ids (any integer type), mask (bool or integer) [B, L] -> {name: float32 tensor} for
+        `names` (outputs it holds); the subclass casts them to the types its graph takes."""
         raise NotImplementedError
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, layers=(),
@@ -123,5 +143,5 @@ class ArtefactBackend(Backend):
         # The last block's output is the final embeddings: either name serves both.
         alias = {"embeddings": f"embeddings_{n}", f"embeddings_{n}": "embeddings"}
         source = {w: w if w in self.outputs else alias[w] for w in want}
-        res = self._run(input_ids.long(), mask.long(), list(dict.fromkeys(source.values())))
+        res = self._run(input_ids, mask, list(dict.fromkeys(source.values())))
         return {w: res[s] for w, s in source.items()}

@@ -44,16 +44,21 @@ class OrtBackend(ArtefactBackend):
             raise ValueError(f"{self.path}: not a loadable ONNX model ({type(err).__name__}: {err})") from None
         self._read_metadata(self.session.get_modelmeta().custom_metadata_map)
         graph_outputs = {o.name for o in self.session.get_outputs()}
-        inputs = {i.name for i in self.session.get_inputs()}
-        if not set(self.outputs) <= graph_outputs or inputs != {"input_ids", "attention_mask"}:
+        types = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+        self._input_types = {i.name: types.get(i.type) for i in self.session.get_inputs()}
+        inputs = set(self._input_types)
+        if (not set(self.outputs) <= graph_outputs or inputs != {"input_ids", "attention_mask"}
+                or None in self._input_types.values()):
             raise ValueError(f"{self.path}: graph inputs {sorted(inputs)} / outputs {sorted(graph_outputs)} do not "
-                             f"match its ntengine metadata (outputs {list(self.outputs)})")
+                             f"match its ntengine metadata (outputs {list(self.outputs)}, integer or bool inputs)")
 
     def run(self, ids: np.ndarray, mask: np.ndarray, names) -> dict[str, np.ndarray]:
-        """Run the session: ids, mask [B, L] -> {name: float32 array} for `names`."""
+        """Run the session: ids, mask [B, L] -> {name: float32 array} for `names`. Inputs are
+        cast to the graph's types: int32 ids and a bool mask (the tokenizer's own output)
+        since 0.1.0, int64 both in files exported before."""
         names = list(names)
-        res = self.session.run(names, {"input_ids": np.ascontiguousarray(ids, np.int64),
-                                       "attention_mask": np.ascontiguousarray(mask, np.int64)})
+        feed = {"input_ids": ids, "attention_mask": mask}
+        res = self.session.run(names, {k: np.ascontiguousarray(v, self._input_types[k]) for k, v in feed.items()})
         return dict(zip(names, res))
 
     def _run(self, ids, mask, names):

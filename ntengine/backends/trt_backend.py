@@ -46,6 +46,9 @@ class TrtBackend(ArtefactBackend):
         if names != {"input_ids", "attention_mask", *self.outputs}:
             raise ValueError(f"{self.path}: engine tensors {sorted(names)} do not match its metadata")
         self.profile = {k: tuple(v) for k, v in meta[META_PROFILE].items()}
+        # int32 ids + bool mask since 0.1.0 (the tokenizer's types), int64 both in older plans.
+        types = {trt.int32: torch.int32, trt.int64: torch.int64, trt.bool: torch.bool}
+        self._input_types = {n: types[self.engine.get_tensor_dtype(n)] for n in ("input_ids", "attention_mask")}
 
     def _run(self, ids, mask, names):
         (b, n), lo, hi = ids.shape, self.profile["min"], self.profile["max"]
@@ -55,7 +58,7 @@ class TrtBackend(ArtefactBackend):
         ctx = self.context
         inputs = {"input_ids": ids, "attention_mask": mask}
         for name, t in inputs.items():
-            inputs[name] = t.to(self.device, torch.int64).contiguous()
+            inputs[name] = t.to(self.device, self._input_types[name]).contiguous()
             ctx.set_input_shape(name, (b, n))
             ctx.set_tensor_address(name, inputs[name].data_ptr())
         out = {}

@@ -5,6 +5,8 @@ run in onnxruntime on the CPU on padded batches of phiX174 windows; errors are m
 at real tokens only (values at padding are not meaningful).
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -31,7 +33,7 @@ OUTPUTS = ("embeddings", "logits", "embeddings_1")
 
 def reference(model, ids, mask, layers=(1,)):
     with ops.use("torch"), torch.inference_mode():
-        out = model(torch.from_numpy(ids), torch.from_numpy(mask).bool(), layers=layers)
+        out = model(torch.from_numpy(ids).long(), torch.from_numpy(mask), layers=layers)
     return {k: v.numpy() for k, v in out.items()}
 
 
@@ -248,3 +250,41 @@ def test_head_size_75_opset_23_attention(v1_head75, tmp_path):
     for lengths in [(1,), (1,) * 8, (90, 3, 41), (model.config.max_positions, 7)]:
         ids, mask = genome_batch(model.config, lengths, seed=2)
         check(path, model, ids, mask)
+
+
+def test_graph_takes_the_tokenizers_output_and_carries_its_vocabulary(tiny):
+    path, model = tiny["v2_tiny"]
+    proto = onnx.load(str(path))
+    types = {i.name: i.type.tensor_type.elem_type for i in proto.graph.input}
+    assert types == {"input_ids": onnx.TensorProto.INT32, "attention_mask": onnx.TensorProto.BOOL}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    tok = ntengine.Tokenizer(model.config.version)
+    assert meta["ntengine.vocab"].split("\n") == tok.vocab
+    assert json.loads(meta["ntengine.tokenizer"])["version"] == "v2"
+    # batch_encode's arrays go to onnxruntime as they are (this raised on int64 graphs).
+    import onnxruntime
+
+    ids, mask = genome_batch(model.config, (40, 9))  # phiX174 windows through Tokenizer.batch_encode
+    assert ids.dtype == np.int32 and mask.dtype == np.bool_
+    (emb,) = onnxruntime.InferenceSession(str(path)).run(["embeddings"], {"input_ids": ids, "attention_mask": mask})
+    errors = compare({"embeddings": emb}, reference(model, ids, mask), mask)
+    assert errors["embeddings"][1] <= ONNX_FP32
+
+
+def test_files_exported_with_int64_inputs_still_run(fixtures_dir, tmp_path, monkeypatch):
+    import ntengine.export.onnx as export_onnx
+
+    typed = export_onnx._example_inputs
+    monkeypatch.setattr(export_onnx, "_example_inputs", lambda m: tuple(t.long() for t in typed(m)))
+    path = to_onnx(fixtures_dir / "v1_tiny", tmp_path / "old.onnx", outputs=("embeddings",), validate=False)
+    assert {i.type.tensor_type.elem_type for i in onnx.load(str(path)).graph.input} == {onnx.TensorProto.INT64}
+    check(path, export_model(fixtures_dir / "v1_tiny"), *genome_batch(OrtBackend(path).config, (30, 4)))
+
+
+def test_a_foreign_vocabulary_is_refused(tiny, tmp_path):
+    proto = onnx.load(str(tiny["v2_tiny"][0]))
+    vocab = next(p for p in proto.metadata_props if p.key == "ntengine.vocab")
+    vocab.value = vocab.value.replace("AAAAAA", "TTTTTT", 1)
+    onnx.save(proto, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(ValueError, match="not ntengine's v2 vocabulary"):
+        OrtBackend(tmp_path / "foreign.onnx")
