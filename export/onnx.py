@@ -17,8 +17,10 @@ inputs; the onnxruntime backend still runs them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +33,7 @@ from ntengine.backends.artefact import (META_CONFIG, META_DTYPE, META_OUTPUTS, O
                                         tokenizer_metadata)
 from ntengine.model import NTModel
 
+log = logging.getLogger("ntengine.export")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -120,7 +123,8 @@ def to_onnx(source, path, dtype: str = "float32", outputs: Sequence[str] = ("emb
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1)
     tokens = torch.export.Dim("tokens", min=1, max=cfg.max_positions)
-    with ops.use("torch"), torch.no_grad(), warnings.catch_warnings():
+    log.info(f"exporting {cfg.num_layers} layers x {cfg.embed_dim} to ONNX ({dtype}, outputs {', '.join(wrapper.outputs)})")
+    with ops.use("torch"), torch.no_grad(), warnings.catch_warnings(), _exporter_quiet():
         warnings.simplefilter("ignore")  # the exporter's deprecation and axis-naming chatter
         program = torch.onnx.export(
             wrapper, _example_inputs(reference), dynamo=True, opset_version=opset,
@@ -136,7 +140,21 @@ def to_onnx(source, path, dtype: str = "float32", outputs: Sequence[str] = ("emb
     onnx.save(proto, str(tmp))
     tmp.replace(path)
     if validate:
+        log.info(f"checking {path.name} against PyTorch in onnxruntime")
         from ntengine.export.validate import validate_onnx
 
         validate_onnx(path, reference)
     return path
+
+
+@contextlib.contextmanager
+def _exporter_quiet():
+    """Mute torch's exporter logger below errors while it runs: it warns once per torchvision
+    op it cannot register ("torchvision is not installed"), which says nothing about NT."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

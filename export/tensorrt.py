@@ -18,6 +18,7 @@ ONNX files (NTConfig, outputs, dtype, vocabulary, tokenisation rules), plus the 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ from ntengine.backends.artefact import (META_CONFIG, META_DTYPE, META_GPU, META_
                                         parse_outputs, require_tensorrt, sidecar, tokenizer_metadata)
 from ntengine.export.onnx import export_model, to_onnx
 
+log = logging.getLogger("ntengine.export")
 DEFAULT_OPT = (8, 1000)  # (batch, tokens) the kernels are tuned for: NT's 6 kb windows, 8 at a time
 
 
@@ -132,7 +134,9 @@ def to_tensorrt(source, path, dtype: str = "float16", outputs: Sequence[str] = (
     with tempfile.TemporaryDirectory(prefix="ntengine-trt-") as tmp:
         onnx_path = to_onnx(reference, Path(tmp) / "model.onnx", dtype=dtype, outputs=outputs, opset=opset,
                             validate=validate and dtype != "bfloat16")
-        build_plan(onnx_path, path, profile, timing_cache, workspace_gib, verbose)
+        log.info(f"building a TensorRT {dtype} engine for {torch.cuda.get_device_name()}, batch x tokens "
+                 f"{profile['min']}..{profile['max']} (minutes; --timing-cache speeds up rebuilds)")
+        build_plan(onnx_path, path, profile, timing_cache, workspace_gib, verbose=verbose)
     meta = {META_CONFIG: json.dumps(reference.config.to_dict()), META_OUTPUTS: json.dumps(list(outputs)),
             META_DTYPE: dtype, META_PROFILE: profile, META_TRT: trt.__version__,
             META_GPU: torch.cuda.get_device_name(), **tokenizer_metadata(reference.config)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from ntengine import ops
 from ntengine.model import NTModel
 
+log = logging.getLogger("ntengine.export")
 GENOME = Path(__file__).resolve().parents[1] / "ntengine" / "data" / "phiX174_NC_001422.1.fasta.gz"
 # max|artefact - reference| / max|reference| at real tokens, per artefact dtype.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -64,7 +66,7 @@ def validate_artefact(artefact, reference: NTModel, tolerance: float | None = No
                      mask)
     report = ", ".join(f"{k}: max abs {a:.3g}, max rel {r:.3g}" for k, (a, r) in errors.items())
     if verbose:
-        print(f"validate {artefact.path.name} ({artefact.name}, {artefact.dtype}, batch {ids.shape}): {report}")
+        log.info(f"validate {artefact.path.name} ({artefact.name}, {artefact.dtype}, batch {ids.shape}): {report}")
     bad = {k: r for k, (_, r) in errors.items() if not r <= tolerance}
     if bad:
         raise ValueError(f"{artefact.path}: {artefact.name} outputs differ from PyTorch beyond {tolerance:g} "

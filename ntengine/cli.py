@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -10,8 +11,43 @@ from pathlib import Path
 EXAMPLE_GENOME = Path(__file__).parent / "data" / "phiX174_NC_001422.1.fasta.gz"
 
 
+log = logging.getLogger("ntengine")
+
+
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info(msg)
+
+
+class _StderrHandler(logging.Handler):
+    """Log records on stderr, through tqdm so that a progress bar on screen is redrawn below them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never take the job down
+            self.handleError(record)
+
+
+def _configure_output(args) -> None:
+    """-q / -v / --log-level / --log-file / --progress: what the job tells, and where."""
+    from ntengine.progress import set_mode
+
+    level = args.log_level or ("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
+    log.setLevel(level)
+    log.propagate = False
+    for handler in list(log.handlers):  # main() may run more than once in a process (tests)
+        log.removeHandler(handler)
+        handler.close()
+    screen = _StderrHandler()
+    screen.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(screen)
+    if args.log_file:
+        to_file = logging.FileHandler(args.log_file)
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(to_file)
+    set_mode("off" if args.quiet else args.progress)
 
 
 # --------------------------------------------------------------------------- commands
@@ -36,7 +72,7 @@ def _cmd_embed(args) -> None:
         args.checkpoint, args.fasta, args.output, settings, regions=args.regions, bed=args.bed,
         records=args.records.split(",") if args.records else None, bigwig=args.bigwig, device=args.device,
         dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle,
-        ray=args.ray, workers=args.workers, progress=not args.quiet, adapter=args.adapter)
+        ray=args.ray, workers=args.workers, adapter=args.adapter)
     dt = time.perf_counter() - t0
     _log(f"{summary['windows']:,} windows ({summary['embedded']:,} embedded, {summary['skipped_all_n']:,} all-N "
          f"skipped, {summary['shortened']:,} shortened to fit), {summary['bp']:,} bp; "
@@ -52,8 +88,7 @@ def _cmd_score_variants(args) -> None:
     settings = ScoreSettings(window=args.window, layer=args.layer, both_strands=args.both_strands,
                              batch_size=args.batch_size, block_records=args.block_records, invalid=args.invalid)
     s = score_variants(args.checkpoint, args.vcf, args.fasta, args.output, settings, tsv=args.tsv, device=args.device,
-                       dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle,
-                       progress=not args.quiet, adapter=args.adapter)
+                       dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle, adapter=args.adapter)
     dt = time.perf_counter() - t0
     computed, requested = s["windows_computed"] + s["masked_computed"], s["windows_requested"] + s["masked_requested"]
     skipped = ", ".join(f"{n:,} {why}" for why, n in sorted(s["skipped"].items())) or "none"
@@ -81,8 +116,7 @@ def _cmd_train_mlm(args) -> None:
                            bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
                            save_every=args.save_every, log_every=args.log_every, seed=args.seed,
                            reverse_complement=args.reverse_complement)
-    history = pretrain(source, args.fasta, args.output, settings, device=args.device, trust_pickle=args.trust_pickle,
-                       progress=not args.quiet)
+    history = pretrain(source, args.fasta, args.output, settings, device=args.device, trust_pickle=args.trust_pickle)
     if history:
         last = history[-1]
         _log(f"step {last['step']}: loss {last['loss']:.4f} (perplexity {last['perplexity']:.1f}), loss at <mask> "
@@ -96,8 +130,7 @@ def _cmd_train_finetune(args) -> None:
 
     result = finetune(args.checkpoint, args.train, args.output, method=args.method, valid=args.valid, test=args.test,
                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, pooling=args.pooling,
-                      layer=args.layer, seed=args.seed, device=args.device, trust_pickle=args.trust_pickle,
-                      progress=not args.quiet)
+                      layer=args.layer, seed=args.seed, device=args.device, trust_pickle=args.trust_pickle)
     print(json.dumps(result, indent=2))
     _log(f"trained {result['trainable_parameters']:,} of {result['total_parameters']:,} parameters "
          f"({100 * result['trainable_fraction']:.3f}%); best epoch {result['best_epoch']}; -> {result['path']}")
@@ -112,7 +145,8 @@ def _cmd_train_probe(args) -> None:
     engine = ntengine.compile(args.checkpoint, device=args.device, dtype=args.dtype, backend=args.backend,
                               trust_pickle=args.trust_pickle, batch_size=args.batch_size, adapter=args.adapter)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    result = {"probe": probe(engine, args.train, args.test, layers, args.classifier, args.folds, args.seed)}
+    result = {"probe": probe(engine, args.train, args.test, layers, args.classifier, args.folds, args.seed,
+                             progress=True)}
     if not args.no_baseline:
         result["kmer_baseline"] = kmer_baseline(args.train, args.test, 6, args.classifier, args.folds, args.seed)
     print(json.dumps(result, indent=2))
@@ -159,7 +193,7 @@ def _cmd_export(args) -> None:
         path = to_tensorrt(source, args.output, dtype=dtype, outputs=args.outputs, min_shape=args.min,
                            opt_shape=args.opt, max_shape=args.max, timing_cache=args.timing_cache,
                            workspace_gib=args.workspace_gib, opset=args.opset, validate=not args.no_validate,
-                           trust_pickle=args.trust_pickle, verbose=args.verbose)
+                           trust_pickle=args.trust_pickle, verbose=args.verbose)  # -v: TensorRT's INFO log
     else:
         from ntengine.export import to_onnx
 
@@ -203,7 +237,7 @@ def _resolve_checkpoints(args) -> None:
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
-    """How a command compiles and runs its engine, and whether it shows progress."""
+    """How a command compiles and runs its engine."""
     _add_checkpoint_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
@@ -212,7 +246,6 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "fused", "onnxruntime", "tensorrt"),
                    help="auto (default): our fused kernels where they can run, else plain torch")
     p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
@@ -220,7 +253,20 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the model init, data order and masks (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """What every command shares: how much it says and where."""
+    from ntengine.progress import MODES
+
+    g = p.add_argument_group("output")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress and no messages but warnings and errors")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug messages (and TensorRT's INFO log)")
+    g.add_argument("--log-level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="message level (default INFO; -q: WARNING, -v: DEBUG)")
+    g.add_argument("--log-file", help="also append the messages, with times, to this file")
+    g.add_argument("--progress", choices=MODES, default="auto",
+                   help="auto (default): a bar on a terminal, a log line every 30 s otherwise; bar, log or off")
 
 
 def _cmd_info(args) -> None:
@@ -247,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="CPU, ISA level, oneDNN, threads, versions, GPUs: what a bug report needs")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _add_output_args(p)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("init", help="write a random-weight checkpoint of a published NT shape")
@@ -255,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="checkpoint folder to write")
     p.add_argument("--layout", choices=("hf", "ntengine"), default="hf",
                    help="checkpoint layout (default: InstaDeep's HF layout)")
+    _add_output_args(p)
     p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("embed", help="embed a genome (or regions) into a zarr store; optional bigWig tracks",
@@ -282,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on Ray: an address (auto, ray://host:10001) or nothing for a local cluster")
     p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else 2)")
     _add_engine_args(p)
+    _add_output_args(p)
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("score-variants", help="zero-shot variant scores (LLR, logit diff, embedding distances)",
@@ -302,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IUPAC codes other than N in the reference: raise (default, naming the position) or read as N")
     p.add_argument("--block-records", type=int, default=256, help="records scored together (default 256)")
     _add_engine_args(p)
+    _add_output_args(p)
     p.set_defaults(func=_cmd_score_variants)
 
     train = sub.add_parser("train", help="MLM pretraining, fine-tuning (full or IA3) and probing").add_subparsers(
@@ -330,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     p.add_argument("--log-every", type=int, default=10, help="log every N steps (default 10)")
     _add_training_args(p)
+    _add_output_args(p)
     p.set_defaults(func=_cmd_train_mlm)
 
     p = train.add_parser("finetune", help="fine-tune a classification/regression head, full or IA3")
@@ -345,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="head input (default mean)")
     p.add_argument("--layer", type=int, help="1-based layer feeding the head (default final embeddings)")
     _add_training_args(p)
+    _add_output_args(p)
     p.set_defaults(func=_cmd_train_finetune)
 
     p = train.add_parser("probe", help="logistic regression / MLP on frozen embeddings, 10-fold CV, MCC")
@@ -357,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--no-baseline", action="store_true", help="skip the 6-mer count baseline")
     _add_engine_args(p)
+    _add_output_args(p)
     p.set_defaults(func=_cmd_train_probe)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or a TensorRT plan, validated against PyTorch",
@@ -385,23 +438,25 @@ def build_parser() -> argparse.ArgumentParser:
     trt.add_argument("--max", help="largest BATCHxTOKENS the plan takes (default 8 x the model's context)")
     trt.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated (speeds up rebuilds)")
     trt.add_argument("--workspace-gib", type=float, help="cap on TensorRT's scratch memory in GiB")
-    trt.add_argument("-v", "--verbose", action="store_true", help="TensorRT's INFO log")
+    _add_output_args(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("quickstart", help="create a random v2-50m-shaped model and embed the bundled phiX174 genome")
     p.add_argument("-o", "--output", default="ntengine-quickstart",
                    help="working folder (default ./ntengine-quickstart)")
+    _add_output_args(p)
     p.set_defaults(func=_cmd_quickstart)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_output(args)
     try:
         _resolve_checkpoints(args)
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        _log(f"ntengine {args.command}{' ' + args.mode if getattr(args, 'mode', None) else ''}: error: {err}")
+        log.error(f"ntengine {args.command}{' ' + args.mode if getattr(args, 'mode', None) else ''}: error: {err}")
         return 2
     return 0
 

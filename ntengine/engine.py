@@ -109,13 +109,16 @@ class Engine:
         out = {k: v.float() for k, v in out.items()}
         return {k: v.cpu().numpy() for k, v in out.items()} if as_numpy else out
 
-    def _per_sequence(self, seqs: Sequence[str], batch_size: int | None, key: str, layers=()):
+    def _per_sequence(self, seqs: Sequence[str], batch_size: int | None, key: str, layers=(), progress=False):
         """Yield (index into seqs, ids [T], output `key` rows [T, ...]) for every sequence.
 
         Sequences are sorted by token count and grouped `batch_size` at a time, so each
         padded batch carries little padding; a packed engine lays each group end to end
-        in one row instead and computes no padding at all.
+        in one row instead and computes no padding at all. `progress` (True, or the
+        label to show) reports the sequences done after every batch.
         """
+        from ntengine.progress import progress as reporter
+
         if isinstance(seqs, (str, bytes)):
             raise TypeError("pass a list of sequences, not a single string")
         counts = self.tokenizer.count_tokens(seqs)  # validates: errors name the sequence index
@@ -124,6 +127,7 @@ class Engine:
             i = int(np.flatnonzero(counts > limit)[0])
             raise ValueError(f"sequence {i} has {counts[i]} tokens (including <cls>); this model "
                              f"takes at most {limit} (about {6 * (limit - 1)} bp): cut it into windows")
+        bar = reporter(len(seqs), progress if isinstance(progress, str) else key, "sequences", enabled=bool(progress))
         for rows, _ in sorted_batches(counts, batch_size or self.batch_size):
             enc = self.tokenizer.batch_encode([seqs[i] for i in rows])
             real = int(counts[rows].sum())
@@ -139,6 +143,8 @@ class Engine:
             self.stats["padded_tokens"] += 0 if self.packed else enc.ids.size - real
             for i, (seq_ids, seq_out) in zip(rows, slices):
                 yield int(i), seq_ids, seq_out
+            bar.update(len(rows))
+        bar.close()
 
     def nucleotide_mask(self, ids: np.ndarray) -> np.ndarray:
         """True at nucleotide tokens (6-mers, single bases, N): what mean pooling averages."""
@@ -147,7 +153,7 @@ class Engine:
     # ------------------------------------------------------------------ conveniences
 
     def embed(self, seqs: Sequence[str], layer: int | None = None, pooling: str = "mean",
-              batch_size: int | None = None):
+              batch_size: int | None = None, progress: bool | str = False):
         """Embed DNA sequences.
 
         Args:
@@ -157,6 +163,8 @@ class Engine:
             pooling: "mean" over nucleotide tokens (no `<cls>`, no padding), "cls", or
                 "none" for every token.
             batch_size: sequences per forward pass (default: the engine's).
+            progress: show the sequences done (True, or the label to show; see
+                `ntengine.progress`).
 
         Returns:
             float32 [N, E] for "mean"/"cls"; for "none", a list of [T_i, E] arrays whose
@@ -166,7 +174,7 @@ class Engine:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         key = "embeddings" if layer is None else f"embeddings_{layer}"
         results: list = [None] * len(seqs)
-        for i, ids, rows in self._per_sequence(seqs, batch_size, key, () if layer is None else (layer,)):
+        for i, ids, rows in self._per_sequence(seqs, batch_size, key, () if layer is None else (layer,), progress):
             if pooling == "none":
                 results[i] = rows.copy()
             elif pooling == "cls":
@@ -180,7 +188,7 @@ class Engine:
             return results
         return np.stack(results).astype(np.float32) if results else np.zeros((0, self.config.embed_dim), np.float32)
 
-    def predict(self, seqs: Sequence[str], batch_size: int | None = None):
+    def predict(self, seqs: Sequence[str], batch_size: int | None = None, progress: bool | str = False):
         """Apply a fine-tuned head to DNA sequences: one written by `ntengine train finetune`,
         transformers' EsmForSequenceClassification / EsmForTokenClassification head, or one
         saved with a PEFT adapter.
@@ -188,6 +196,7 @@ class Engine:
         Returns float32 class probabilities [N, C] (classification: softmax, column order =
         ``engine.head[0]["labels"]``; multi-label: sigmoid) or values [N, K] (regression);
         for a token-level head, one [T_i, C] array per sequence, rows as ``tokenizer.encode``.
+        `progress` as in `embed`.
         """
         if self.head is None:
             raise ValueError("this engine has no fine-tuned head: compile a checkpoint written by "
@@ -204,7 +213,8 @@ class Engine:
                 out = out.sigmoid()
             return out.numpy()
 
-        pooled = self.embed(seqs, layer=config["layer"], pooling=config["pooling"], batch_size=batch_size)
+        pooled = self.embed(seqs, layer=config["layer"], pooling=config["pooling"], batch_size=batch_size,
+                            progress=progress)
         return [apply(rows) for rows in pooled] if config["pooling"] == "none" else apply(pooled)
 
     def logits(self, seqs: Sequence[str], batch_size: int | None = None) -> list[np.ndarray]:

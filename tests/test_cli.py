@@ -31,7 +31,7 @@ def test_console_script_runs():
 def test_embed_writes_a_zarr_store_matching_the_engine(fixtures_dir, tmp_path, capsys):
     out = tmp_path / "phix.zarr"
     assert main(["embed", str(fixtures_dir / "v2_tiny"), str(EXAMPLE_GENOME), "-o", str(out),
-                 "--window", "1000", "--stride", "900", "--layer", "1"]) == 0
+                 "--window", "1000", "--stride", "900", "--layer", "1", "--progress", "bar"]) == 0
     err = capsys.readouterr().err
     assert "embedding: 100%" in err and "6 windows (6 embedded, 0 all-N skipped, 0 shortened to fit)" in err
     g = zarr.open_group(str(out), mode="r")

@@ -10,7 +10,6 @@ opens or resumes the store and hands the chunks still to do to a local or Ray ru
 from __future__ import annotations
 
 import errno
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ntengine.genome.settings import EmbedSettings
 from ntengine.genome.windows import plan_spans, read_bed, select_regions
 from ntengine.genome.worker import JobSpec, run_chunks
 from ntengine.locking import output_lock
+from ntengine.progress import progress as reporter
 
 
 def _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size, adapter=None):
@@ -62,7 +62,6 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
     Returns:
         a summary dict: windows, embedded, skipped_all_n, shortened, bp, chunks_run, path.
     """
-    from tqdm import tqdm
 
     from ntengine import __version__
 
@@ -97,8 +96,7 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
         done = done_chunks(group)
         todo = [c for c in range(spec.n_chunks) if not done[c] and spec.chunk(c)]
         total = sum(e - s for c in todo for _, s, e in spec.chunk(c))
-        with tqdm(total=total, desc="embedding", unit="bp", unit_scale=True, disable=not progress,
-                  file=sys.stderr, smoothing=0.1) as bar:
+        with reporter(total, "embedding", "bp", enabled=progress, unit_scale=True, smoothing=0.1) as bar:
             def on_done(_chunk, bp):
                 bar.update(bp)
 

@@ -13,7 +13,6 @@ writing: OUT is a plain checkpoint plus its head.
 from __future__ import annotations
 
 import copy
-import sys
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from ntengine import ops
 from ntengine.checkpoint import save_checkpoint
+from ntengine.progress import progress as reporter
 from ntengine.tokenizer import Tokenizer
 from ntengine.train.data import read_labelled
 from ntengine.checkpoint.heads import save_head
@@ -50,13 +50,14 @@ def _batches(tokenizer: Tokenizer, seqs, order, batch_size: int):
 
 
 @torch.no_grad()
-def _predict(model: SequenceModel, tokenizer: Tokenizer, seqs, batch_size: int, device) -> np.ndarray:
+def _predict(model: SequenceModel, tokenizer: Tokenizer, seqs, batch_size: int, device, bar) -> np.ndarray:
     model.eval()
     out = []
-    with ops.use("torch"):
-        for _, ids, mask in _batches(tokenizer, seqs, np.arange(len(seqs)), batch_size):
+    with ops.use("torch"), bar:
+        for rows, ids, mask in _batches(tokenizer, seqs, np.arange(len(seqs)), batch_size):
             y = model(ids.to(device), mask.to(device)).float()
             out.append((y.softmax(-1) if model.task == "classification" else y).cpu().numpy())
+            bar.update(len(rows))
     return np.concatenate(out)
 
 
@@ -81,8 +82,6 @@ def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=No
         "epochs": [per-epoch train loss and validation metrics], "best_epoch", "valid",
         "test" (if given), "path"}.
     """
-    from tqdm import tqdm
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     require_sklearn()
@@ -113,8 +112,8 @@ def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=No
         model.train()
         total, n = 0.0, 0
         order = rng.permutation(len(tr_seqs))
-        for rows, ids, mask in tqdm(_batches(tokenizer, tr_seqs, order, batch_size), total=-(-len(order) // batch_size),
-                                    desc=f"{method} epoch {epoch}/{epochs}", disable=not progress, file=sys.stderr):
+        bar = reporter(len(order), f"{method} epoch {epoch}/{epochs}", "sequences", enabled=progress)
+        for rows, ids, mask in _batches(tokenizer, tr_seqs, order, batch_size):
             with ops.use("torch"):
                 y = model(ids.to(device), mask.to(device)).float()
             t = targets[rows].to(device)
@@ -124,7 +123,11 @@ def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=No
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             total, n = total + loss.item() * len(rows), n + len(rows)
-        metrics = _score(task, va_y, _predict(model, tokenizer, va_seqs, batch_size, device))
+            bar.update(len(rows))
+        bar.close()
+        metrics = _score(task, va_y, _predict(model, tokenizer, va_seqs, batch_size, device,
+                                              reporter(len(va_seqs), f"validation {epoch}/{epochs}", "sequences",
+                                                       enabled=progress)))
         history.append({"epoch": epoch, "train_loss": total / n, **{f"valid_{k}": v for k, v in metrics.items()}})
         key = metrics["mcc"] if task == "classification" else -metrics["mse"]
         if best is None or key > best[0]:
@@ -143,5 +146,5 @@ def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=No
 
         te_seqs, te_y = read_labelled(test)
         engine = ntengine.compile(out, device=device, batch_size=batch_size)
-        result["test"] = _score(task, te_y, engine.predict(te_seqs))
+        result["test"] = _score(task, te_y, engine.predict(te_seqs, progress=progress and "test"))
     return result

@@ -24,7 +24,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from ntengine import ops
 from ntengine.checkpoint import load_model, save_checkpoint
 from ntengine.config import PRESETS, NTConfig
 from ntengine.model import NTModel, init_random_weights
+from ntengine.progress import progress as reporter
 from ntengine.tokenizer import Tokenizer
 from ntengine.train.data import GenomeSampler
 from ntengine.train.masking import IGNORE, mask_tokens
@@ -133,8 +133,6 @@ def pretrain(source, fasta, run, settings: MLMSettings = MLMSettings(), device="
     Returns:
         the log records of this call (step, loss, mask_loss, perplexity, lr, tokens).
     """
-    from tqdm import tqdm
-
     rank, world = _distributed()
     run = Path(run)
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if device == "cuda" and world > 1 else device)
@@ -164,8 +162,7 @@ def pretrain(source, fasta, run, settings: MLMSettings = MLMSettings(), device="
     model.train()
     history = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.bf16)
-    bar = tqdm(total=settings.steps, initial=start, desc="mlm", unit="step", disable=not progress or rank != 0,
-               file=sys.stderr)
+    bar = reporter(settings.steps, "mlm", "steps", enabled=progress and rank == 0, initial=start)
     for step in range(start, settings.steps):
         micro = batches.step(step)
         counts = torch.tensor([sum(int((m.labels != IGNORE).sum()) for m in micro),

@@ -12,12 +12,15 @@ baseline the paper's numbers should beat is `kmer_baseline`: the same classifier
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ntengine.train.data import read_labelled
 from ntengine.train.metrics import classification_metrics, require_sklearn
 
 CLASSIFIERS = ("logreg", "mlp")
+log = logging.getLogger(__name__)
 
 
 def _classifier(name: str, seed: int):
@@ -69,15 +72,19 @@ def kmer_baseline(train, test=None, k: int = 6, classifier: str = "logreg", fold
 
 
 def probe(engine, train, test=None, layers=None, classifier: str = "logreg", folds: int = 10, seed: int = 0,
-          batch_size: int | None = None) -> dict:
-    """{layer: metrics} of probes on mean-pooled embeddings of `engine` (an Engine)."""
+          batch_size: int | None = None, progress: bool = False) -> dict:
+    """{layer: metrics} of probes on mean-pooled embeddings of `engine` (an Engine);
+    `progress` shows the embedding of each set and logs each cross-validation."""
     seqs, y = read_labelled(train)
     if y.dtype.kind != "i":
         raise ValueError(f"{train}: probing scores classification (integer labels); these labels are not integers")
     test_seqs, yt = read_labelled(test) if test is not None else (None, None)
     results = {}
     for layer in layers or [engine.config.num_layers]:
-        x = engine.embed(seqs, layer=layer, batch_size=batch_size)
-        xt = engine.embed(test_seqs, layer=layer, batch_size=batch_size) if test_seqs is not None else None
+        x = engine.embed(seqs, layer=layer, batch_size=batch_size, progress=progress and f"train, layer {layer}")
+        xt = None if test_seqs is None else engine.embed(test_seqs, layer=layer, batch_size=batch_size,
+                                                         progress=progress and f"test, layer {layer}")
+        if progress:
+            log.info(f"layer {layer}: {folds}-fold cross-validation of {classifier} on {len(seqs):,} sequences")
         results[layer] = evaluate_features(x, y, xt, yt, classifier, folds, seed)
     return results

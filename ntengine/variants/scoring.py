@@ -140,8 +140,9 @@ class Scorer:
         fits = has_acgt(fitted.ref) and self.tokenizer.count_tokens([fitted.ref, fitted.alt]).max() <= limit
         return fitted if fits else None
 
-    def score(self, tasks: list[AlleleTask]) -> np.ndarray:
-        """float64 [len(tasks), len(SCORES)]."""
+    def score(self, tasks: list[AlleleTask], on_batch=None) -> np.ndarray:
+        """float64 [len(tasks), len(SCORES)]. `on_batch(fraction)`, when given, is called after
+        every forward pass with the fraction of this call's windows computed so far."""
         plans, windows, masked = [], {}, {}
         for i, t in enumerate(tasks):
             w = self.windows(t)
@@ -164,8 +165,16 @@ class Scorer:
                                 "alt_key": self._request(windows, alt, alt_span, i) if unmasked else None,
                                 "mask_key": self._request_masked(masked, ref, q, i)})
             plans.append(strands)
-        emb = self._run_unmasked(windows)
-        logits = self._run_masked(masked)
+        total, done = len(windows) + len(masked), 0
+
+        def batch_done(rows: int) -> None:
+            nonlocal done
+            done += rows
+            if on_batch is not None:
+                on_batch(done / total)
+
+        emb = self._run_unmasked(windows, batch_done)
+        logits = self._run_masked(masked, batch_done)
         self._planned.clear()
         out = np.empty((len(tasks), len(SCORES)))
         for i, strands in enumerate(plans):
@@ -206,7 +215,7 @@ class Scorer:
         for rows, width in sorted_batches(lengths, self.settings.batch_size):
             yield rows, enc.ids[rows, :width].copy(), enc.attention_mask[rows, :width], enc.offsets[rows], lengths
 
-    def _run_unmasked(self, windows: dict) -> dict:
+    def _run_unmasked(self, windows: dict, batch_done) -> dict:
         """{(seq, owner, span): (pooled embedding, mean of the span's tokens)}."""
         keys = list(windows)
         seqs = [seq for seq, _ in keys]
@@ -223,9 +232,10 @@ class Scorer:
                 for span in windows[keys[r]]:
                     toks = span_tokens(offsets[j], int(lengths[r]), *span)
                     out[(*keys[r], span)] = (pooled[j], emb[j, toks].mean(0))
+            batch_done(len(rows))
         return out
 
-    def _run_masked(self, masked: dict) -> dict:
+    def _run_masked(self, masked: dict, batch_done) -> dict:
         """{key: (logits row at the masked token, the reference token id there)}."""
         keys = list(masked)
         self.stats["masked_computed"] += len(keys)
@@ -240,4 +250,5 @@ class Scorer:
             logits = self.engine.forward(ids, mask, logits=True)["logits"]
             for j, r in enumerate(rows):
                 out[keys[r]] = (logits[j, positions[j]].astype(np.float64), ref_ids[j])
+            batch_done(len(rows))
         return out

@@ -29,6 +29,7 @@ import numpy as np
 
 from ntengine.genome.fasta import check_index, open_sequences, scan_fasta
 from ntengine.locking import output_lock
+from ntengine.progress import progress as reporter
 from ntengine.variants.parts import BlockParts
 from ntengine.variants.scoring import SCORES, AlleleTask, Scorer, ScoreSettings
 
@@ -176,7 +177,6 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
         and the Scorer's window statistics.
     """
     import pysam
-    from tqdm import tqdm
 
     import ntengine
 
@@ -198,12 +198,19 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
     with output_lock(out):  # one run per output; a killed run's lock is taken over
         parts = BlockParts(out, job, reader.header)  # committed blocks: a rerun resumes after them
         results = []
-        with tqdm(total=n_records, desc="scoring", unit=" records", disable=not progress, file=sys.stderr) as bar:
+        with reporter(n_records, "scoring", "records", enabled=progress) as bar:
             for b, block in enumerate(_blocks(reader, settings.block_records)):
+                shown = 0
+
+                def advance(fraction: float) -> None:  # the block's records, as its batches finish
+                    nonlocal shown
+                    bar.update(int(fraction * len(block)) - shown)
+                    shown = int(fraction * len(block))
+
                 result = parts.done(b) or parts.run(b, lambda part: _score_block(
-                    block, scorer, lengths, sequences, settings.window, part))
+                    block, scorer, lengths, sequences, settings.window, part, advance))
                 results.append(result)
-                bar.update(len(block))
+                advance(1.0)
         sequences.close()
         tmp = out.with_name(out.name + ".partial")
         with pysam.VariantFile(str(tmp), _output_mode(out), header=reader.header) as writer:
@@ -240,9 +247,10 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
-def _score_block(block, scorer, lengths, sequences, window, writer) -> dict:
+def _score_block(block, scorer, lengths, sequences, window, writer, on_batch=None) -> dict:
     """Score a block of records in shared batches and write them out in order; returns the
-    block's table rows, counts, skip reasons and window statistics."""
+    block's table rows, counts, skip reasons and window statistics. `on_batch(fraction)`
+    follows the scoring (see `Scorer.score`)."""
     counts = {"records": 0, "alleles": 0, "scored": 0, "ref_mismatch_records": 0}
     skipped: Counter = Counter()
     stats_before = dict(scorer.stats)
@@ -268,7 +276,7 @@ def _score_block(block, scorer, lengths, sequences, window, writer) -> dict:
                 where.append((r, a))
                 tasks.append(task)
         reasons.append(per_alt)
-    scores = scorer.score(tasks) if tasks else np.zeros((0, len(SCORES)))
+    scores = scorer.score(tasks, on_batch) if tasks else np.zeros((0, len(SCORES)))
     by_allele = {ra: s for ra, s in zip(where, scores)}
     rows = []
     for r, rec in enumerate(block):

@@ -205,7 +205,7 @@ def test_cli_export(fixtures_dir, tmp_path, capsys):
                  "--opset", "18"]) == 0
     assert out.is_file() and OrtBackend(out).outputs == ("embeddings", "logits", "embeddings_2")
     assert onnx.load(str(out)).opset_import[0].version == 18
-    assert "validate cli.onnx" in capsys.readouterr().out
+    assert "validate cli.onnx" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     assert "--no-validate" in capsys.readouterr().out

@@ -186,7 +186,8 @@ def test_kill_9_then_resume_gives_identical_bytes(fixtures_dir, shared_data, tmp
     proc.wait()
     committed = int(sum(zarr.open_group(str(out), mode="r")["chunk_done"][:]))
     assert 0 < committed < 112
-    result = subprocess.run(cmd + [str(tmp_path / "bw"), "-o", str(out), "-q"], capture_output=True, text=True)
+    result = subprocess.run(cmd + [str(tmp_path / "bw"), "-o", str(out), "--progress", "off"], capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     assert f"{112 - committed} chunks run" in result.stderr
     assert tree_bytes(out) == tree_bytes(tmp_path / "ref.zarr")

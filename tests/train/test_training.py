@@ -238,7 +238,7 @@ def test_cli_finetune_and_probe(fixtures_dir, enhancer_slice, tmp_path, capsys):
 
     train, test = enhancer_slice
     assert main(["train", "finetune", str(fixtures_dir / "v2_tiny"), "--train", str(train), "--test", str(test),
-                 "-o", str(tmp_path / "ft"), "--epochs", "1", "--batch-size", "32", "-q"]) == 0
+                 "-o", str(tmp_path / "ft"), "--epochs", "1", "--batch-size", "32", "--progress", "off"]) == 0
     out = capsys.readouterr()
     # IA3 on the fixture (2 blocks, E 32, F 64) + head (32 x 2 + 2)
     assert json.loads(out.out)["method"] == "ia3" and f"trained {2 * (32 + 32 + 64) + 66} of 289,453" in out.err

@@ -179,7 +179,7 @@ def test_cli_and_errors(fixtures_dir, sars, tmp_path, capsys):
     rows = [(100, genome[99], "<DEL>", "END=150"), (200, genome[199], "A")]
     vcf = write_vcf(tmp_path / "v.vcf", "NC_045512v2", len(genome), rows)
     assert main(["score-variants", str(fixtures_dir / "v2_tiny"), "--vcf", str(vcf), "--fasta", str(fasta), "-o",
-                 str(tmp_path / "o.vcf.gz"), "--window", "600", "-q"]) == 0
+                 str(tmp_path / "o.vcf.gz"), "--window", "600", "--progress", "off"]) == 0
     assert "2 records, 2 alleles: 1 scored; skipped: 1 symbolic" in capsys.readouterr().err
     assert main(["score-variants", str(fixtures_dir / "v2_tiny"), "--vcf", str(vcf), "--fasta", str(fasta), "-o",
                  str(tmp_path / "o.vcf"), "--window", "99999", "-q"]) == 2
