@@ -67,7 +67,8 @@ def _cmd_embed(args) -> None:
     t0 = time.perf_counter()
     settings = EmbedSettings(window=args.window, stride=args.stride, layer=args.layer,
                              reverse_complement=args.reverse_complement, token_embeddings=args.token_embeddings,
-                             invalid=args.invalid, batch_size=args.batch_size, chunk_windows=args.chunk_windows)
+                             invalid=args.invalid, batch_size=args.batch_size, chunk_windows=args.chunk_windows,
+                             max_windows=args.max_windows)
     summary = embed_genome(
         args.checkpoint, args.fasta, args.output, settings, regions=args.regions, bed=args.bed,
         records=args.records.split(",") if args.records else None, bigwig=args.bigwig, device=args.device,
@@ -88,7 +89,8 @@ def _cmd_score_variants(args) -> None:
     settings = ScoreSettings(window=args.window, layer=args.layer, both_strands=args.both_strands,
                              batch_size=args.batch_size, block_records=args.block_records, invalid=args.invalid)
     s = score_variants(args.checkpoint, args.vcf, args.fasta, args.output, settings, tsv=args.tsv, device=args.device,
-                       dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle, adapter=args.adapter)
+                       dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle, adapter=args.adapter,
+                       regions=args.regions, max_records=args.max_records)
     dt = time.perf_counter() - t0
     computed, requested = s["windows_computed"] + s["masked_computed"], s["windows_requested"] + s["masked_requested"]
     skipped = ", ".join(f"{n:,} {why}" for why, n in sorted(s["skipped"].items())) or "none"
@@ -130,7 +132,8 @@ def _cmd_train_finetune(args) -> None:
 
     result = finetune(args.checkpoint, args.train, args.output, method=args.method, valid=args.valid, test=args.test,
                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, pooling=args.pooling,
-                      layer=args.layer, seed=args.seed, device=args.device, trust_pickle=args.trust_pickle)
+                      layer=args.layer, seed=args.seed, device=args.device, trust_pickle=args.trust_pickle,
+                      max_steps=args.max_steps, limit=args.limit)
     print(json.dumps(result, indent=2))
     _log(f"trained {result['trainable_parameters']:,} of {result['total_parameters']:,} parameters "
          f"({100 * result['trainable_fraction']:.3f}%); best epoch {result['best_epoch']}; -> {result['path']}")
@@ -146,9 +149,10 @@ def _cmd_train_probe(args) -> None:
                               trust_pickle=args.trust_pickle, batch_size=args.batch_size, adapter=args.adapter)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     result = {"probe": probe(engine, args.train, args.test, layers, args.classifier, args.folds, args.seed,
-                             progress=True)}
+                             progress=True, limit=args.limit)}
     if not args.no_baseline:
-        result["kmer_baseline"] = kmer_baseline(args.train, args.test, 6, args.classifier, args.folds, args.seed)
+        result["kmer_baseline"] = kmer_baseline(args.train, args.test, 6, args.classifier, args.folds, args.seed,
+                                                limit=args.limit)
     print(json.dumps(result, indent=2))
 
 
@@ -326,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid", choices=("raise", "N"), default="raise",
                    help="IUPAC codes other than N: raise (default) or read as N")
     p.add_argument("--chunk-windows", type=int, default=32, help="windows per committed chunk (default 32)")
+    p.add_argument("--max-windows", type=int, metavar="N",
+                   help="a quick trial: only the first N windows (the full job then needs a new -o)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run on Ray: an address (auto, ray://host:10001) or nothing for a local cluster")
     p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else 2)")
@@ -350,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid", choices=("raise", "N"), default="raise",
                    help="IUPAC codes other than N in the reference: raise (default, naming the position) or read as N")
     p.add_argument("--block-records", type=int, default=256, help="records scored together (default 256)")
+    p.add_argument("--regions", nargs="+", metavar="REGION",
+                   help="only records starting in these: NAME or NAME:START-END (1-based, inclusive)")
+    p.add_argument("--max-records", type=int, metavar="N", help="a quick trial: only the first N (selected) records")
     _add_engine_args(p)
     _add_output_args(p)
     p.set_defaults(func=_cmd_score_variants)
@@ -395,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="sequences per step (default 16)")
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="head input (default mean)")
     p.add_argument("--layer", type=int, help="1-based layer feeding the head (default final embeddings)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="a quick trial: stop after N optimiser steps")
+    p.add_argument("--limit", type=int, metavar="N", help="a quick trial: a seeded random N of each set")
     _add_training_args(p)
     _add_output_args(p)
     p.set_defaults(func=_cmd_train_finetune)
@@ -408,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--no-baseline", action="store_true", help="skip the 6-mer count baseline")
+    p.add_argument("--limit", type=int, metavar="N", help="a quick trial: a seeded random N of train and of test")
     _add_engine_args(p)
     _add_output_args(p)
     p.set_defaults(func=_cmd_train_probe)

@@ -76,7 +76,7 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
         engine, engine_spec = _resolve_engine(model, device, dtype, backend, trust_pickle, settings.batch_size, adapter)
         cfg = engine.config
         settings = settings.for_model(cfg)
-        windows = [tuple(w) for w in plan_spans(spans, settings.window, settings.stride)]
+        windows = [tuple(w) for w in plan_spans(spans, settings.window, settings.stride)][:settings.max_windows]
         names = [r.name for r in scan.records]
         meta = {
             "format": FORMAT, "ntengine_version": __version__, "status_codes": STATUS_DOC,

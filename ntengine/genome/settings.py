@@ -23,6 +23,8 @@ class EmbedSettings:
         invalid: "raise" (an IUPAC code other than N is an error naming record, line and
             column) or "N" (read them as N, as the tokenizer's policy).
         batch_size: windows per forward pass; chunk_windows: windows per committed chunk.
+        max_windows: only the first N windows of the plan (a quick trial run; recorded, so
+            the full job needs a new store).
     """
 
     window: int | None = None
@@ -34,10 +36,11 @@ class EmbedSettings:
     invalid: str = "raise"
     batch_size: int = 8
     chunk_windows: int = 32
+    max_windows: int | None = None
 
     def __post_init__(self):
-        if self.batch_size < 1 or self.chunk_windows < 1:
-            raise ValueError("batch_size and chunk_windows must be >= 1")
+        if self.batch_size < 1 or self.chunk_windows < 1 or (self.max_windows is not None and self.max_windows < 1):
+            raise ValueError("batch_size, chunk_windows and max_windows must be >= 1")
         if self.invalid not in ("raise", "N"):
             raise ValueError(f"invalid must be 'raise' or 'N', got {self.invalid!r}")
 
@@ -53,4 +56,5 @@ class EmbedSettings:
         """What the store records (its "params"); chunking is part of its layout instead."""
         return {"window": self.window, "stride": self.stride, "layer": self.layer, "spans": spans,
                 "reverse_complement": self.reverse_complement, "token_embeddings": self.token_embeddings,
-                "tracks": self.tracks, "invalid": self.invalid, "batch_size": self.batch_size}
+                "tracks": self.tracks, "invalid": self.invalid, "batch_size": self.batch_size,
+                **({"max_windows": self.max_windows} if self.max_windows else {})}

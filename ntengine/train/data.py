@@ -42,11 +42,21 @@ class GenomeSampler:
         raise ValueError("100 windows in a row were all N: is this genome mostly N?")
 
 
-def read_labelled(path) -> tuple[list[str], np.ndarray]:
+def read_labelled(path, limit: int | None = None, seed: int = 0) -> tuple[list[str], np.ndarray]:
     """(sequences, labels) from CSV/TSV with a header naming `sequence` and `label`
     columns, or FASTA whose headers carry ``label=VALUE``. Labels that are all integers
-    come back as int64 (classes), anything else as float64 (regression targets)."""
-    path = Path(path)
+    come back as int64 (classes), anything else as float64 (regression targets).
+    `limit`: a seeded random `limit` of the rows, in file order (quick trial runs)."""
+    seqs, labels = _read_labelled(Path(path))
+    if limit is None or limit >= len(seqs):
+        return seqs, labels
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    keep = np.sort(np.random.default_rng(seed).choice(len(seqs), limit, replace=False))
+    return [seqs[i] for i in keep], labels[keep]
+
+
+def _read_labelled(path: Path) -> tuple[list[str], np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     seqs, labels = [], []

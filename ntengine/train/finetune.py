@@ -69,7 +69,7 @@ def _score(task: str, labels: np.ndarray, outputs: np.ndarray) -> dict:
 def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=None, epochs: int = 3,
              lr: float | None = None, batch_size: int = 16, pooling: str = "mean", layer: int | None = None,
              valid_fraction: float = 0.1, seed: int = 0, device="cpu", trust_pickle: bool = False,
-             progress: bool = True) -> dict:
+             progress: bool = True, max_steps: int | None = None, limit: int | None = None) -> dict:
     """Fine-tune `checkpoint` on labelled data and write the best model to `out`.
 
     Args:
@@ -77,6 +77,8 @@ def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=No
             integer labels = classification, otherwise regression.
         method: "ia3" (train IA3 vectors + head; backbone frozen) or "full" (everything).
         lr: default 3e-3 for IA3, 3e-5 for full fine-tuning.
+        max_steps: stop after this many optimiser steps (a quick trial; the epoch it ends
+            in is still validated); limit: use a seeded random `limit` of each set.
     Returns:
         {"method", "task", "trainable_parameters", "total_parameters", "trainable_fraction",
         "epochs": [per-epoch train loss and validation metrics], "best_epoch", "valid",
@@ -85,13 +87,15 @@ def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=No
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     require_sklearn()
-    seqs, labels = read_labelled(train)
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    seqs, labels = read_labelled(train, limit, seed)
     task = "classification" if labels.dtype.kind == "i" else "regression"
     classes = sorted(set(labels.tolist())) if task == "classification" else None
     if classes is not None and classes != list(range(len(classes))):
         raise ValueError(f"{train}: class labels must be 0..C-1, got {classes[:10]}")
     (tr_seqs, tr_y), (va_seqs, va_y) = (_split(seqs, labels, valid_fraction, seed, task == "classification")
-                                        if valid is None else ((seqs, labels), read_labelled(valid)))
+                                        if valid is None else ((seqs, labels), read_labelled(valid, limit, seed)))
     torch.manual_seed(seed)
     backbone = initial_model(checkpoint, seed, trust_pickle)
     tokenizer = Tokenizer(version=backbone.config.version, max_length=backbone.config.max_positions)
@@ -101,14 +105,17 @@ def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=No
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=lr or DEFAULT_LR[method], weight_decay=0.0 if ia3 else 0.01)
-    steps = epochs * -(-len(tr_seqs) // batch_size)
+    steps = min(epochs * -(-len(tr_seqs) // batch_size), max_steps or float("inf"))
     warmup = max(1, steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     rng = np.random.default_rng(seed)
     history, best, best_state = [], None, None
     targets = torch.as_tensor(tr_y)
+    step = 0
     for epoch in range(1, epochs + 1):
+        if step >= steps:
+            break
         model.train()
         total, n = 0.0, 0
         order = rng.permutation(len(tr_seqs))
@@ -122,8 +129,10 @@ def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=No
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            total, n = total + loss.item() * len(rows), n + len(rows)
+            total, n, step = total + loss.item() * len(rows), n + len(rows), step + 1
             bar.update(len(rows))
+            if step >= steps:
+                break
         bar.close()
         metrics = _score(task, va_y, _predict(model, tokenizer, va_seqs, batch_size, device,
                                               reporter(len(va_seqs), f"validation {epoch}/{epochs}", "sequences",
@@ -144,7 +153,7 @@ def finetune(checkpoint, train, out, *, method: str = "ia3", valid=None, test=No
     if test is not None:
         import ntengine
 
-        te_seqs, te_y = read_labelled(test)
+        te_seqs, te_y = read_labelled(test, limit, seed)
         engine = ntengine.compile(out, device=device, batch_size=batch_size)
         result["test"] = _score(task, te_y, engine.predict(te_seqs, progress=progress and "test"))
     return result

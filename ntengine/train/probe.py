@@ -57,28 +57,31 @@ def evaluate_features(x_train, y_train, x_test=None, y_test=None, classifier: st
     return out
 
 
-def kmer_baseline(train, test=None, k: int = 6, classifier: str = "logreg", folds: int = 10, seed: int = 0) -> dict:
-    """`evaluate_features` on k-mer counts of the sequences (overlapping, case-folded)."""
+def kmer_baseline(train, test=None, k: int = 6, classifier: str = "logreg", folds: int = 10, seed: int = 0,
+                  limit: int | None = None) -> dict:
+    """`evaluate_features` on k-mer counts of the sequences (overlapping, case-folded);
+    `limit` as in `probe`."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    seqs, y = read_labelled(train)
+    seqs, y = read_labelled(train, limit, seed)
     vec = CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=True)
     x = vec.fit_transform(seqs).toarray().astype(np.float32)
     xt = yt = None
     if test is not None:
-        test_seqs, yt = read_labelled(test)
+        test_seqs, yt = read_labelled(test, limit, seed)
         xt = vec.transform(test_seqs).toarray().astype(np.float32)
     return evaluate_features(x, y, xt, yt, classifier, folds, seed)
 
 
 def probe(engine, train, test=None, layers=None, classifier: str = "logreg", folds: int = 10, seed: int = 0,
-          batch_size: int | None = None, progress: bool = False) -> dict:
+          batch_size: int | None = None, progress: bool = False, limit: int | None = None) -> dict:
     """{layer: metrics} of probes on mean-pooled embeddings of `engine` (an Engine);
-    `progress` shows the embedding of each set and logs each cross-validation."""
-    seqs, y = read_labelled(train)
+    `progress` shows the embedding of each set and logs each cross-validation; `limit`
+    probes a seeded random `limit` of the train (and test) sequences: a quick trial."""
+    seqs, y = read_labelled(train, limit, seed)
     if y.dtype.kind != "i":
         raise ValueError(f"{train}: probing scores classification (integer labels); these labels are not integers")
-    test_seqs, yt = read_labelled(test) if test is not None else (None, None)
+    test_seqs, yt = read_labelled(test, limit, seed) if test is not None else (None, None)
     results = {}
     for layer in layers or [engine.config.num_layers]:
         x = engine.embed(seqs, layer=layer, batch_size=batch_size, progress=progress and f"train, layer {layer}")

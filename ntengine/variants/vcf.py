@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import sys
 from collections import Counter
 from dataclasses import asdict
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntengine.genome.fasta import check_index, open_sequences, scan_fasta
+from ntengine.genome.fasta import check_index, open_sequences, parse_region, scan_fasta
 from ntengine.locking import output_lock
 from ntengine.progress import progress as reporter
 from ntengine.variants.parts import BlockParts
@@ -84,17 +85,26 @@ def _open_vcf(path):
         pysam.set_verbosity(previous)
 
 
-def _declare_implicit_fields(path, header) -> int:
+def _in_regions(regions: list[tuple[str, int | None, int | None]]):
+    """A predicate: does a record start in one of these (name, start, end) regions (all
+    records when there are none)?"""
+    def selected(rec) -> bool:
+        return not regions or any(rec.chrom == name and (start is None or start <= rec.start < end)
+                                  for name, start, end in regions)
+    return selected
+
+
+def _declare_implicit_fields(path, header, selected=lambda rec: True) -> int:
     """htslib defines the contigs and INFO/FORMAT keys a VCF uses without declaring them
     while it parses records, too late for a writer opened before: one parsing pass finds
     them all, and finds malformed lines before any output is written. END is declared
     as the VCF spec reserves it (pysam writes it back from every record's stop).
-    Returns the number of records (the progress bar's total)."""
+    Returns the number of `selected` records (the progress bar's total)."""
     with _open_vcf(path) as first:
-        n, last = 0, None
+        n, kept, last = 0, 0, None
         try:
             for rec in first:
-                n, last = n + 1, f"{rec.chrom}:{rec.pos}"
+                n, kept, last = n + 1, kept + selected(rec), f"{rec.chrom}:{rec.pos}"
         except (OSError, ValueError) as err:
             after = f"after record {n} ({last})" if last else "before the first record"
             raise ValueError(f"{path}: malformed line {after}: {err} (wrong number of columns, a truncated file, "
@@ -110,7 +120,7 @@ def _declare_implicit_fields(path, header) -> int:
                              meta.description or "not declared in the input VCF")
     if "END" not in header.info:
         header.info.add("END", 1, "Integer", "End position of the variant (declared by ntengine: the input did not)")
-    return n
+    return kept
 
 
 def _prepare_header(header, lengths: dict[str, int], argv: str) -> None:
@@ -165,13 +175,16 @@ class TableWriter:
 
 def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettings(), *, tsv=None, device="cpu",
                    dtype="float32", backend: str = "auto", trust_pickle: bool = False, progress: bool = True,
-                   adapter=None) -> dict:
+                   adapter=None, regions=None, max_records: int | None = None) -> dict:
     """Score every allele of `vcf` against `fasta`; write `out` (VCF/VCF.gz/BCF) and `tsv`.
 
     Args:
         model: checkpoint folder / hub id / .onnx / .plan (with the PEFT `adapter` merged if
             given), or an Engine.
         settings: window, layer, strands and batching: see `ScoreSettings`.
+        regions: only records starting in these samtools-style regions ("chrM:1-5,000" or a
+            contig name); max_records: only the first N (selected) records. The output holds
+            the selected records only.
     Returns:
         summary: records, alleles, scored, skipped {reason: count}, ref_mismatch_records,
         and the Scorer's window statistics.
@@ -190,16 +203,21 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
     sequences = open_sequences(fasta, scan.indexable)
     scorer = Scorer(engine, lambda c, a, b: sequences.fetch(c, a, b).upper(), settings)
     out = Path(out)
+    if max_records is not None and max_records < 1:
+        raise ValueError(f"max_records must be >= 1, got {max_records}")
+    selected = _in_regions([parse_region(r) for r in regions or []])
     reader = _open_vcf(vcf)
-    n_records = _declare_implicit_fields(vcf, reader.header)
+    n_records = min(_declare_implicit_fields(vcf, reader.header, selected), max_records or float("inf"))
     _prepare_header(reader.header, lengths, " ".join(sys.argv))
     job = {"model": engine.runtime.fingerprint(), "dtype": str(engine.dtype), "settings": asdict(settings),
-           "vcf_sha256": _sha256(vcf), "fasta_sha256": scan.sha256}
+           "vcf_sha256": _sha256(vcf), "fasta_sha256": scan.sha256, "regions": list(regions or []),
+           "max_records": max_records}
     with output_lock(out):  # one run per output; a killed run's lock is taken over
         parts = BlockParts(out, job, reader.header)  # committed blocks: a rerun resumes after them
         results = []
         with reporter(n_records, "scoring", "records", enabled=progress) as bar:
-            for b, block in enumerate(_blocks(reader, settings.block_records)):
+            records = itertools.islice((rec for rec in reader if selected(rec)), max_records)
+            for b, block in enumerate(_blocks(records, settings.block_records)):
                 shown = 0
 
                 def advance(fraction: float) -> None:  # the block's records, as its batches finish
