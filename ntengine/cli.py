@@ -73,12 +73,24 @@ def _cmd_embed(args) -> None:
         args.checkpoint, args.fasta, args.output, settings, regions=args.regions, bed=args.bed,
         records=args.records.split(",") if args.records else None, bigwig=args.bigwig, device=args.device,
         dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle,
-        ray=args.ray, workers=args.workers, adapter=args.adapter)
+        ray=args.ray, workers=args.workers, adapter=args.adapter, rename=_renames(args.rename))
     dt = time.perf_counter() - t0
     _log(f"{summary['windows']:,} windows ({summary['embedded']:,} embedded, {summary['skipped_all_n']:,} all-N "
          f"skipped, {summary['shortened']:,} shortened to fit), {summary['bp']:,} bp; "
          f"{summary['chunks_run']} chunks run in {dt:.1f} s -> {summary['path']}"
          + "".join(f", {p}" for p in summary.get("bigwig", [])))
+
+
+def _renames(values):
+    """--rename FROM=TO ... and/or alias files -> {FROM: TO} (None when not given)."""
+    if not values:
+        return None
+    from ntengine.genome.windows import read_aliases
+
+    pairs: dict[str, str] = {}
+    for value in values:
+        pairs.update(dict([value.split("=", 1)]) if "=" in value else read_aliases(value))
+    return pairs
 
 
 def _cmd_score_variants(args) -> None:
@@ -288,6 +300,24 @@ def _cmd_info(args) -> None:
         print(f"{key:<{width}}  {shown if shown not in (None, '') else '-'}")
 
 
+def _embed_outputs() -> str:
+    from ntengine.genome.store import COORDINATES
+
+    return (f"output (all of it in OUTPUTS.md):\n  a zarr store: xarray.open_zarr(OUT) gives coordinates "
+            f"{', '.join(COORDINATES.split())} over dimension\n  window, and embeddings [window, embed], window_status, "
+            "n_tokens; with --token-embeddings\n  token_embeddings, token_start, token_end; with --bigwig "
+            "token_logprob, token_entropy\n  and DIR/logprob.bw, DIR/entropy.bw")
+
+
+def _score_outputs() -> str:
+    from ntengine.variants.vcf import COLUMNS, INFO, MISMATCH_FILTER, SKIP_INFO
+
+    fields = "\n".join(f"  INFO/{key:<14} {text}" for key, (_, text) in INFO.items())
+    return (f"output (all of it in OUTPUTS.md):\n{fields}\n  INFO/{SKIP_INFO:<14} why an allele was not scored "
+            f"('.': scored)\n  FILTER/{MISMATCH_FILTER} REF does not match the FASTA\n"
+            f"  --tsv columns: {', '.join(COLUMNS)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ntengine import __version__
 
@@ -312,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed a genome (or regions) into a zarr store; optional bigWig tracks",
                        description="Windows over a FASTA file -> the model -> a resumable zarr store (mean-pooled "
                                    "window embeddings, optional per-token embeddings) and optional bigWig tracks. "
-                                   "Rerun the same command to resume an interrupted job.")
+                                   "Rerun the same command to resume an interrupted job.",
+                       epilog=_embed_outputs(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help=CHECKPOINT_HELP + ", .onnx or .plan")
     p.add_argument("fasta", help="FASTA file (plain, gzip or bgzip; multi-record)")
     p.add_argument("-o", "--output", required=True, help="output .zarr store (resumed if it exists)")
@@ -327,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", nargs="+", metavar="REGION", help="NAME or NAME:START-END (1-based, inclusive)")
     p.add_argument("--bed", help="BED file of regions (0-based, half-open)")
     p.add_argument("--records", help="comma-separated record names (default: all)")
+    p.add_argument("--rename", nargs="+", metavar="FROM=TO|FILE",
+                   help="name records in the outputs (store, bigWig) as a genome browser does: FROM=TO pairs, or "
+                        "alias files of FROM TO lines, e.g. 'gi|9626243|ref|NC_001416.1|=NC_001416.1'")
     p.add_argument("--invalid", choices=("raise", "N"), default="raise",
                    help="IUPAC codes other than N: raise (default) or read as N")
     p.add_argument("--chunk-windows", type=int, default=32, help="windows per committed chunk (default 32)")
@@ -343,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Score every allele of a VCF/BCF against a reference FASTA without training: "
                                    "masked-token log-likelihood ratio, the public recipes' logit difference and "
                                    "embedding distances between reference and alternative windows. Writes the VCF "
-                                   "back with INFO fields, and a per-allele table.")
+                                   "back with INFO fields, and a per-allele table.",
+                       epilog=_score_outputs(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help=CHECKPOINT_HELP + ", .onnx or .plan")
     p.add_argument("--vcf", required=True, help="VCF, VCF.gz or BCF")
     p.add_argument("--fasta", required=True, help="reference FASTA the VCF was called against")

@@ -16,7 +16,7 @@ from pathlib import Path
 from ntengine.genome.fasta import FastaScan, check_index, scan_fasta
 from ntengine.genome.store import STATUS, STATUS_DOC, FORMAT, create_or_open, done_chunks
 from ntengine.genome.settings import EmbedSettings
-from ntengine.genome.windows import plan_spans, read_bed, select_regions
+from ntengine.genome.windows import output_names, plan_spans, read_bed, select_regions
 from ntengine.genome.worker import JobSpec, run_chunks
 from ntengine.locking import output_lock
 from ntengine.progress import progress as reporter
@@ -41,7 +41,7 @@ def _resolve_engine(model, device, dtype, backend, trust_pickle, batch_size, ada
 def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *, regions=None, bed=None,
                  records=None, bigwig=None, device="cpu", dtype="float32", backend: str = "auto",
                  trust_pickle: bool = False, ray=None, workers: int | None = None, progress: bool = True,
-                 adapter=None) -> dict:
+                 adapter=None, rename=None) -> dict:
     """Embed a genome (or regions of it) into a zarr store; optionally write bigWig tracks.
 
     Args:
@@ -57,6 +57,9 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
             bed: a BED file of regions; records: record names. Default: every record.
         bigwig: folder for logprob.bw and entropy.bw (see `ntengine.genome.tracks`); implies
             settings.tracks.
+        rename: {FASTA record name: name in the outputs} (the store's `record`, the bigWig
+            chromosomes), or the path of an alias file of such pairs (see `read_aliases`);
+            regions and records may use either name.
         ray: None (local), or a Ray address ("auto", "ray://host:10001", "" for a fresh
             local cluster); workers: Ray actors (default: one per GPU, else 2).
     Returns:
@@ -71,8 +74,9 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
         scan: FastaScan = scan_fasta(fasta, allow_iupac=settings.invalid == "N")
         check_index(fasta, scan)
         lengths = {r.name: r.length for r in scan.records}
+        renamed = output_names(lengths, rename)
         wanted = list(regions or []) + (read_bed(bed) if bed else [])
-        spans = select_regions(lengths, wanted or None, records)
+        spans = select_regions(lengths, wanted or None, records, aliases={v: k for k, v in renamed.items()})
         engine, engine_spec = _resolve_engine(model, device, dtype, backend, trust_pickle, settings.batch_size, adapter)
         cfg = engine.config
         settings = settings.for_model(cfg)
@@ -80,7 +84,8 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
         names = [r.name for r in scan.records]
         meta = {
             "format": FORMAT, "ntengine_version": __version__, "status_codes": STATUS_DOC,
-            "records": names,
+            "records": [renamed[n] for n in names],
+            **({"renamed": {k: v for k, v in renamed.items() if k != v}} if rename else {}),
             "model": {"sha256": engine.runtime.fingerprint(), "config": cfg.to_dict(), "backend": engine.backend,
                       "dtype": str(engine.dtype).removeprefix("torch."), "device": engine.device.type},
             "genome": {"path": str(Path(fasta).resolve()), "sha256": scan.sha256,
@@ -90,7 +95,7 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
                        "tokens": cfg.max_positions, "token_embeddings": bool(settings.token_embeddings),
                        "tracks": settings.tracks},
         }
-        group = create_or_open(out, meta, windows, {n: i for i, n in enumerate(names)})
+        group = create_or_open(out, meta, windows, renamed)
         spec = JobSpec(fasta=str(Path(fasta).resolve()), indexable=scan.indexable, store=str(Path(out).resolve()),
                        windows=windows, settings=settings, engine=engine_spec)
         done = done_chunks(group)
@@ -126,6 +131,7 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
         if bigwig is not None:
             from ntengine.genome.tracks import write_bigwigs
 
-            summary["bigwig"] = [str(p) for p in write_bigwigs(group, bigwig, lengths)]
+            summary["bigwig"] = [str(p) for p in write_bigwigs(group, bigwig, {renamed[n]: length for n, length
+                                                                              in lengths.items()})]
         return summary
 

@@ -1,10 +1,18 @@
-"""The zarr (v3) store a genome job writes, readable by ``xarray.open_zarr(path)``.
+"""The zarr (v3) store a genome job writes: ``xarray.open_zarr(path)`` opens it as a
+Dataset over dimension ``window`` whose coordinates say where each window is, e.g.
 
-Arrays (dimension names in brackets; W windows, E embedding width, T = model context):
+    ds = xarray.open_zarr("genome.zarr").set_index(window=["record", "window_start", "window_end"])
+    ds.embeddings.sel(record="chrM")                                    # every window of chrM
+    ds.embeddings.sel(record="chrM", window_start=0)                    # the first one
 
-    window_record    int32 [window]                index into attrs["ntengine"]["records"]
+Coordinates (W windows):
+
+    record           string [window]               record name (as in the FASTA, or its --rename)
     window_start     int64 [window]                0-based, inclusive    } the part embedded: planned,
     window_end       int64 [window]                exclusive             } or moved in if "shortened"
+
+Data variables (E embedding width, T = model context):
+
     window_status    int8  [window]                see STATUS; -1 until its chunk is done
     embeddings       float32 [window, embed]       mean over the window's nucleotide tokens
                                                    (NaN for skipped windows)
@@ -13,7 +21,10 @@ Arrays (dimension names in brackets; W windows, E embedding width, T = model con
     token_start/end  int64 [window, token]         genomic coordinates of each token (-1: <cls>, padding)
     token_logprob    float32 [window, token]       optional (tracks): log P(observed token)
     token_entropy    float32 [window, token]       optional (tracks): entropy of the prediction, nats
-    chunk_done       uint8 [chunk]                 1 once every array of that chunk is written
+
+Bookkeeping, in the subgroup ``_ntengine`` (xarray does not open subgroups):
+
+    _ntengine/chunk_done  uint8 [chunk]            1 once every array of that chunk is written
 
 Work is committed a chunk of windows at a time: a chunk's arrays are written, then its
 ``chunk_done`` flag (each flag is its own zarr chunk, and each job chunk its own zarr
@@ -31,8 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT = "ntengine-genome-embeddings/1"
+FORMAT = "ntengine-genome-embeddings/2"  # 2: record names as a coordinate, bookkeeping in _ntengine/
 STATUS = {"pending": -1, "embedded": 0, "skipped_all_n": 1, "shortened": 2}
+COORDINATES = "record window_start window_end"  # what the CF "coordinates" attribute names
+DONE = "_ntengine/chunk_done"
 STATUS_DOC = ("-1 pending; 0 embedded; 1 skipped (no A/C/G/T: all N); 2 shortened: its tokens overflowed the "
               "model's context (an N is one token per base), so its leading/trailing N runs were trimmed and, if "
               "still too long, its tail cut; window_start/window_end give the part embedded")
@@ -70,13 +83,13 @@ def _array_specs(meta: dict) -> dict[str, tuple]:
     w, k, e, t = lay["windows"], lay["chunk_windows"], lay["embed_dim"], lay["tokens"]
     n_chunks = max(1, -(-w // k))
     specs = {
-        "window_record": ((w,), (k,), "int32", -1, ["window"]),
+        "record": ((w,), (k,), str, "", ["window"]),
         "window_start": ((w,), (k,), "int64", -1, ["window"]),
         "window_end": ((w,), (k,), "int64", -1, ["window"]),
         "window_status": ((w,), (k,), "int8", -1, ["window"]),
         "embeddings": ((w, e), (k, e), "float32", np.nan, ["window", "embed"]),
         "n_tokens": ((w,), (k,), "int32", 0, ["window"]),
-        "chunk_done": ((n_chunks,), (1,), "uint8", 0, ["chunk"]),
+        DONE: ((n_chunks,), (1,), "uint8", 0, ["chunk"]),
     }
     if lay["token_embeddings"] or lay["tracks"]:
         specs["token_start"] = ((w, t), (1, t), "int64", -1, ["window", "token"])
@@ -94,13 +107,13 @@ def _normalise(meta: dict) -> dict:
     return json.loads(json.dumps(meta))
 
 
-def create_or_open(path, meta: dict, windows, record_index: dict[str, int]):
+def create_or_open(path, meta: dict, windows, names: dict[str, str]):
     """Open the store at `path` for this job, creating it if absent.
 
     Args:
         meta: attrs["ntengine"]: format, versions, hashes, params and "layout".
-        windows: the job's planned windows (record, start, end), in store order.
-        record_index: record name -> index stored in window_record.
+        windows: the job's planned windows (FASTA record, start, end), in store order.
+        names: FASTA record name -> the name the store gives it (`record`).
     Raises StoreError if `path` holds something else: not zarr, not ours, or written with
     other settings (the message lists what differs).
     """
@@ -126,10 +139,14 @@ def create_or_open(path, meta: dict, windows, record_index: dict[str, int]):
     if tmp.exists():  # a creation that was interrupted: nothing in it was committed
         shutil.rmtree(tmp)
     group = open_group(tmp, "w")
+    group.create_group(DONE.split("/")[0])
     for name, (shape, chunks, dtype, fill, dims) in _array_specs(meta).items():
-        group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, dimension_names=dims)
+        array = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
+                                   dimension_names=dims)
+        if dims[0] == "window" and name not in COORDINATES.split():
+            array.attrs["coordinates"] = COORDINATES
     if len(windows):
-        group["window_record"][:] = np.array([record_index[w[0]] for w in windows], np.int32)
+        group["record"][:] = np.array([names[w[0]] for w in windows], dtype=object)
         group["window_start"][:] = np.array([w[1] for w in windows], np.int64)
         group["window_end"][:] = np.array([w[2] for w in windows], np.int64)
     group.attrs["ntengine"] = meta
@@ -140,7 +157,7 @@ def create_or_open(path, meta: dict, windows, record_index: dict[str, int]):
 
 def done_chunks(group) -> np.ndarray:
     """Bool [n_chunks]: which chunks are committed."""
-    return group["chunk_done"][:].astype(bool)
+    return group[DONE][:].astype(bool)
 
 
 def write_chunk(group, chunk: int, chunk_windows: int, arrays: dict[str, np.ndarray]) -> None:
@@ -148,4 +165,4 @@ def write_chunk(group, chunk: int, chunk_windows: int, arrays: dict[str, np.ndar
     lo = chunk * chunk_windows
     for name, values in arrays.items():
         group[name][lo:lo + len(values)] = values
-    group["chunk_done"][chunk] = 1
+    group[DONE][chunk] = 1

@@ -48,6 +48,7 @@ def _block_runs(starts, ends, values, b0: int, b1: int):
 
 def write_bigwigs(group, folder, lengths: dict[str, int], block: int = 1 << 20) -> list[Path]:
     """Write logprob.bw and entropy.bw for the store `group` into `folder`; returns their paths.
+    `lengths` is keyed by the store's record names.
 
     Reads the store a block of the genome at a time (memory bounded by `block` bp and the
     windows that overlap it). Files are written under a temporary name and renamed.
@@ -56,8 +57,8 @@ def write_bigwigs(group, folder, lengths: dict[str, int], block: int = 1 << 20) 
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names = group.attrs["ntengine"]["records"]
-    record, start, end = group["window_record"][:], group["window_start"][:], group["window_end"][:]
+    names = group.attrs["ntengine"]["records"]  # as the store names them (--rename applied)
+    record, start, end = group["record"][:], group["window_start"][:], group["window_end"][:]
     status = group["window_status"][:]
     usable = (status == STATUS["embedded"]) | (status == STATUS["shortened"])
     paths = []
@@ -65,8 +66,8 @@ def write_bigwigs(group, folder, lengths: dict[str, int], block: int = 1 << 20) 
         path, tmp = folder / f"{track}.bw", folder / f".{track}.bw.partial"
         bw = pyBigWig.open(str(tmp), "w")
         bw.addHeader([(name, lengths[name]) for name in names], maxZooms=10)
-        for r, name in enumerate(names):
-            idx = np.flatnonzero(usable & (record == r))
+        for name in names:
+            idx = np.flatnonzero(usable & (record == name))
             if not idx.size:
                 continue
             lo, hi = int(start[idx].min()), int(end[idx].max())

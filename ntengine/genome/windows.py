@@ -49,11 +49,50 @@ def read_bed(path) -> list[tuple[str, int, int]]:
     return out
 
 
-def select_regions(lengths: dict[str, int], regions=None, records=None) -> list[tuple[str, int, int]]:
+def read_aliases(path) -> dict[str, str]:
+    """{FASTA record name: output name} from a file of `FROM TO` lines (tab- or space-
+    separated; further columns, blank lines and # comments ignored)."""
+    out: dict[str, str] = {}
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            cols = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+            if len(cols) < 2 or not cols[0] or not cols[1]:
+                raise ValueError(f"{path}: line {i}: expected FROM TO (a FASTA record name and its new name), "
+                                 f"got {line.strip()!r}")
+            if cols[0] in out:
+                raise ValueError(f"{path}: line {i}: {cols[0]} is renamed twice")
+            out[cols[0]] = cols[1].strip()
+    return out
+
+
+def output_names(lengths: dict[str, int], rename=None) -> dict[str, str]:
+    """FASTA record name -> the name outputs use, for every record. `rename` is None, a
+    {from: to} dict, or an alias file (`read_aliases`); a name it does not list is kept."""
+    if rename is None:
+        return {name: name for name in lengths}
+    pairs = read_aliases(rename) if not isinstance(rename, dict) else rename
+    unknown = [k for k in pairs if k not in lengths]
+    if unknown:
+        known = ", ".join(list(lengths)[:3]) + (", ..." if len(lengths) > 3 else "")
+        raise ValueError(f"rename: no record named {unknown[0]!r} in the FASTA (it has {known})")
+    names = {name: pairs.get(name, name) for name in lengths}
+    seen: dict[str, str] = {}
+    for old, new in names.items():
+        if new in seen:
+            raise ValueError(f"rename: {seen[new]!r} and {old!r} would both be called {new!r}")
+        seen[new] = old
+    return names
+
+
+def select_regions(lengths: dict[str, int], regions=None, records=None,
+                   aliases: dict[str, str] | None = None) -> list[tuple[str, int, int]]:
     """The (record, start, end) spans a job covers, in the order given (default: every
     record whole, in file order). `regions` is a list of samtools-style strings and/or
-    (name, start, end) tuples (BED rows); `records` a list of names. Spans are checked
-    against the record lengths; END past a record's end is an error, not clipped."""
+    (name, start, end) tuples (BED rows); `records` a list of names; either may use the
+    names of `aliases` ({output name: FASTA name}). Spans are checked against the record
+    lengths; END past a record's end is an error, not clipped."""
     from ntengine.genome.fasta import parse_region
 
     if regions and records:
@@ -61,6 +100,7 @@ def select_regions(lengths: dict[str, int], regions=None, records=None) -> list[
     spans = []
     for item in regions or [(name, None, None) for name in (records or lengths)]:
         name, start, end = parse_region(item) if isinstance(item, str) else item
+        name = name if name in lengths else (aliases or {}).get(name, name)
         if name not in lengths:
             known = ", ".join(list(lengths)[:5]) + (", ..." if len(lengths) > 5 else "")
             raise ValueError(f"region {name}: no such record in the FASTA (it has {known})")

@@ -62,12 +62,18 @@ def test_windows_tokens_and_embeddings_match_the_genome(engine, shared_data, tmp
     start, end = g["window_start"][:], g["window_end"][:]
     np.testing.assert_array_equal(start, np.arange(100, 20000, 2500)[:len(start)])
     assert end[-1] == 20000 and summary["windows"] == len(start) == 8
-    assert (g["window_status"][:] == STATUS["embedded"]).all() and g["chunk_done"][:].all()
+    assert (g["window_status"][:] == STATUS["embedded"]).all() and g["_ntengine/chunk_done"][:].all()
     xr = pytest.importorskip("xarray")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # consolidated metadata: opens as users open it, with no warning
         ds = xr.open_zarr(tmp_path / "l.zarr")
     assert ds["embeddings"].dims == ("window", "embed") and ds["token_embeddings"].dims == ("window", "token", "embed")
+    # Windows carry where they are, and bookkeeping stays out of the user's dataset.
+    assert set(ds.coords) == {"record", "window_start", "window_end"} and "chunk_done" not in ds
+    by_place = ds.set_index(window=["record", "window_start", "window_end"])
+    one = by_place.embeddings.sel(record="gi|9626243|ref|NC_001416.1|", window_start=2600)
+    np.testing.assert_array_equal(one.values[0], g["embeddings"][1])
+    assert int(one.window_end[0]) == 5600
     slices = [genome[s:e] for s, e in zip(start, end)]
     assert rel_err(g["embeddings"][:], engine.embed(slices)) <= FP32
     per_token = engine.embed(slices, layer=1, pooling="none")
@@ -178,13 +184,13 @@ def test_kill_9_then_resume_gives_identical_bytes(fixtures_dir, shared_data, tmp
     proc = subprocess.Popen(cmd + [str(tmp_path / "bw"), "-o", str(out), "-q"], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once some, not all, chunks are committed
-        done = zarr.open_group(str(out), mode="r")["chunk_done"][:] if (out / "zarr.json").exists() else []
+        done = zarr.open_group(str(out), mode="r")["_ntengine/chunk_done"][:] if (out / "zarr.json").exists() else []
         if 3 <= sum(done) < len(done) - 10:
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    committed = int(sum(zarr.open_group(str(out), mode="r")["chunk_done"][:]))
+    committed = int(sum(zarr.open_group(str(out), mode="r")["_ntengine/chunk_done"][:]))
     assert 0 < committed < 112
     result = subprocess.run(cmd + [str(tmp_path / "bw"), "-o", str(out), "--progress", "off"], capture_output=True,
                             text=True)
@@ -263,3 +269,31 @@ def test_progress_moves_per_batch_not_per_chunk(engine, shared_data, tmp_path, m
         assert bp >= 0
         per_chunk[c] = per_chunk.get(c, 0) + bp
     assert per_chunk == {c: sum(w.end - w.start for w in windows[c * 16:(c + 1) * 16]) for c in range(3)}
+
+
+def test_rename_names_the_outputs_as_a_genome_browser_does(fixtures_dir, shared_data, tmp_path, capsys):
+    """lambda's NCBI header `gi|9626243|ref|NC_001416.1|` becomes NC_001416.1 in the store
+    and the bigWig tracks; regions may use either name."""
+    import pyBigWig
+
+    from ntengine.cli import main
+
+    fasta, ckpt = shared_data / "genomes" / "lambda_phage_NC_001416.1.fa", str(fixtures_dir / "v2_tiny")
+    gi = "gi|9626243|ref|NC_001416.1|"
+    assert main(["embed", ckpt, str(fasta), "-o", str(tmp_path / "a.zarr"), "--window", "1200", "--regions",
+                 "NC_001416.1:1-6000", "--rename", f"{gi}=NC_001416.1", "--bigwig", str(tmp_path / "bw"), "-q"]) == 0
+    g = store(tmp_path / "a.zarr")
+    assert set(g["record"][:]) == {"NC_001416.1"} and g.attrs["ntengine"]["records"] == ["NC_001416.1"]
+    assert g.attrs["ntengine"]["renamed"] == {gi: "NC_001416.1"}
+    with pyBigWig.open(str(tmp_path / "bw" / "logprob.bw")) as bw:
+        assert bw.chroms() == {"NC_001416.1": 48502} and not np.isnan(bw.values("NC_001416.1", 0, 6000)).any()
+    aliases = tmp_path / "aliases.txt"
+    aliases.write_text(f"# FASTA name\tbrowser name\n{gi}\tlambda\n")
+    assert main(["embed", ckpt, str(fasta), "-o", str(tmp_path / "b.zarr"), "--window", "1200", "--regions",
+                 f"{gi}:1-2400", "--rename", str(aliases), "-q"]) == 0
+    assert list(store(tmp_path / "b.zarr")["record"][:]) == ["lambda", "lambda"]
+    assert main(["embed", ckpt, str(fasta), "-o", str(tmp_path / "c.zarr"), "--rename", "chr1=1", "-q"]) == 2
+    assert "rename: no record named 'chr1' in the FASTA (it has gi|9626243|ref|NC_001416.1|)" in capsys.readouterr().err
+    aliases.write_text(f"{gi}\n")
+    assert main(["embed", ckpt, str(fasta), "-o", str(tmp_path / "d.zarr"), "--rename", str(aliases), "-q"]) == 2
+    assert "aliases.txt: line 1: expected FROM TO" in capsys.readouterr().err
