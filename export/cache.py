@@ -31,10 +31,11 @@ def cache_path(checkpoint, kind: str, tag: str, suffix: str, cache_dir=None, rev
     """Where an artefact built from `checkpoint` (+ `adapter`) is cached: ``$NTENGINE_CACHE``
     (or ``~/.cache/ntengine``) / kind / name-tag-hash.suffix. The hash covers the resolved
     folders (hub ids resolve to their snapshot), their files' sizes and mtimes, and `tag`."""
+    from ntengine.cache import cache_root
     from ntengine.checkpoint import resolve_checkpoint
     from ntengine.checkpoint.peft import adapter_base
 
-    root = Path(cache_dir or os.environ.get("NTENGINE_CACHE") or Path.home() / ".cache" / "ntengine") / kind
+    root = cache_root(cache_dir) / kind
     sources = [resolve_checkpoint(checkpoint, revision=revision, trust_pickle=trust_pickle).resolve()]
     base = adapter_base(sources[0])
     if base is not None:  # an adapter folder standing for base + adapter: both make the artefact

@@ -36,7 +36,6 @@ def _configure_output(args) -> None:
 
     level = args.log_level or ("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
     log.setLevel(level)
-    log.propagate = False
     for handler in list(log.handlers):  # main() may run more than once in a process (tests)
         log.removeHandler(handler)
         handler.close()

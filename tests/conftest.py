@@ -22,6 +22,19 @@ def _existing(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """What ntengine caches (FASTA indexes, exported artefacts) goes to a folder of this
+    session, not the user's ~/.cache/ntengine; tests that need their own set it again."""
+    previous = os.environ.get("NTENGINE_CACHE")
+    os.environ["NTENGINE_CACHE"] = str(tmp_path_factory.mktemp("ntengine-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("NTENGINE_CACHE")
+    else:
+        os.environ["NTENGINE_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """shared/fixtures/nt-reference: official checkpoints, outputs and tokenizer goldens."""

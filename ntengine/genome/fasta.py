@@ -6,15 +6,18 @@ content and stop at the first malformed spot with an error naming the record, li
 and column: htslib only prints "error when opening file" for those.
 
 `open_sequences` then gives window sequences: plain and BGZF files by random access
-through pysam's faidx (the .fai / .gzi are built beside the file when absent); plain
-gzip cannot be indexed, so its records are streamed in order with one record in memory
-(bgzip such files for the bounded-memory path).
+through pysam's faidx (`fasta_index`: the .fai / .gzi beside the file when they are there
+and describe it, else ntengine's own in its cache: nothing is ever written beside your
+inputs, which are often read-only or shared); plain gzip cannot be indexed, so its
+records are streamed in order with one record in memory (bgzip such files for the
+bounded-memory path).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -168,49 +171,76 @@ def scan_fasta(path, allow_iupac: bool = False) -> FastaScan:
     return FastaScan(records, digest.hexdigest(), not ragged and (not compressed or _is_bgzf(path)), compressed)
 
 
-def check_index(path, scan: FastaScan) -> None:
-    """Make sure a .fai beside an indexable FASTA describes it: a stale one (the file was
-    edited, or the index belongs to another version of it) makes faidx read the wrong
-    bases without any error. It is rebuilt; where that is impossible, FastaError names it."""
+class FastaIndex(NamedTuple):
+    fai: str
+    gzi: str | None  # BGZF files only
+
+
+def fasta_index(path, scan: FastaScan) -> FastaIndex | None:
+    """The faidx index to read an indexable FASTA with (None: not indexable, streamed).
+
+    The .fai (and .gzi) beside the file when they describe it; a stale one (the file was
+    edited, or the index belongs to another version of it) would make faidx read the
+    wrong bases without any error, so it is ignored, with a warning, and left as it is.
+    Otherwise ntengine's own, built once into the cache under the file's content hash
+    (so it can never be stale) and shared by every later job on that content."""
+    import logging
+
     import pysam
 
-    fai = Path(str(path) + ".fai")
-    if not scan.indexable or not fai.is_file():
-        return
+    if not scan.indexable:
+        return None
+    path = Path(path)
+    bgzf = scan.gzip  # indexable and gzip: BGZF
     want = [(r.name, r.length, r.offset, r.line_bases, r.line_bytes) for r in scan.records]
+    beside = FastaIndex(str(path) + ".fai", str(path) + ".gzi" if bgzf else None)
+    if Path(beside.fai).is_file() and (not bgzf or Path(beside.gzi).is_file()):
+        if _fai_entries(beside.fai) == want:
+            return beside
+        logging.getLogger(__name__).warning(
+            f"{beside.fai} does not describe {path.name} (stale: record names, lengths or offsets differ): "
+            "ignoring it, reading through ntengine's own index")
+    from ntengine.cache import cache_root
 
-    def entries():
-        try:
-            return [(f[0], *map(int, f[1:5])) for f in (ln.split("\t") for ln in fai.read_text().splitlines())]
-        except (ValueError, IndexError, UnicodeDecodeError):
-            return None  # not even a well-formed index: stale too
-
-    if entries() == want:
-        return
+    folder = cache_root() / "fasta-index" / scan.sha256[:32]
+    own = FastaIndex(str(folder / (path.name + ".fai")), str(folder / (path.name + ".gzi")) if bgzf else None)
+    if _fai_entries(own.fai) == want:
+        return own
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = FastaIndex(f"{own.fai}.{os.getpid()}.partial", own.gzi and f"{own.gzi}.{os.getpid()}.partial")
     try:
-        fai.unlink()
-        Path(str(path) + ".gzi").unlink(missing_ok=True)
-        pysam.faidx(str(path))
+        pysam.faidx(str(path), "--fai-idx", tmp.fai, *(("--gzi-idx", tmp.gzi) if bgzf else ()))
+        if bgzf:
+            os.replace(tmp.gzi, own.gzi)
+        os.replace(tmp.fai, own.fai)  # last: a complete .fai means a complete index
     except (OSError, pysam.SamtoolsError) as err:
-        raise FastaError(f"{fai}: this index does not match {Path(path).name} (stale: record names, lengths or "
-                         f"offsets differ) and could not be rebuilt ({err}): delete it or make its folder "
-                         "writable") from None
-    if entries() != want:
-        raise FastaError(f"{fai}: rebuilt, but it still disagrees with the file: is {Path(path).name} being "
-                         "written to?")
+        raise FastaError(f"{path}: htslib could not index it into {folder} ({err}): set NTENGINE_CACHE to a "
+                         "writable folder") from None
+    if _fai_entries(own.fai) != want:
+        raise FastaError(f"{own.fai}: built, but it disagrees with the file: is {path.name} being written to?")
+    return own
+
+
+def _fai_entries(fai) -> list | None:
+    """(name, length, offset, line bases, line bytes) per record of a .fai; None if absent or malformed."""
+    try:
+        return [(f[0], *map(int, f[1:5])) for f in (ln.split("\t") for ln in Path(fai).read_text().splitlines())]
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return None
 
 
 class IndexedSequences:
-    """Random access through htslib's faidx (plain or BGZF; builds .fai/.gzi if absent)."""
+    """Random access through htslib's faidx (plain or BGZF), with the index `fasta_index` chose."""
 
-    def __init__(self, path):
+    def __init__(self, path, index: FastaIndex):
         import pysam
 
         self.path = Path(path)
         try:
-            self._fasta = pysam.FastaFile(str(self.path))
+            self._fasta = pysam.FastaFile(str(self.path), filepath_index=index.fai,
+                                          filepath_index_compressed=index.gzi)
         except OSError as err:
-            raise FastaError(f"{self.path}: htslib could not index it ({err}); is its folder writable?") from None
+            raise FastaError(f"{self.path}: htslib could not open it with the index {index.fai} ({err})") from None
 
     def fetch(self, record: str, start: int, end: int) -> str:
         return self._fasta.fetch(record, start, end)
@@ -245,9 +275,9 @@ class StreamedSequences:
         self._records, self._seq = None, ""
 
 
-def open_sequences(path, indexable: bool):
-    """A `fetch(record, start, end)` source: random access when `indexable` (see FastaScan)."""
-    return IndexedSequences(path) if indexable else StreamedSequences(path)
+def open_sequences(path, index: FastaIndex | None):
+    """A `fetch(record, start, end)` source: random access with a `fasta_index`, else streamed."""
+    return IndexedSequences(path, index) if index else StreamedSequences(path)
 
 
 def read_records(path) -> Iterator[Record]:

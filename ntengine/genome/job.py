@@ -13,7 +13,7 @@ import errno
 from dataclasses import replace
 from pathlib import Path
 
-from ntengine.genome.fasta import FastaScan, check_index, scan_fasta
+from ntengine.genome.fasta import FastaScan, fasta_index, scan_fasta
 from ntengine.genome.store import STATUS, STATUS_DOC, FORMAT, create_or_open, done_chunks
 from ntengine.genome.settings import EmbedSettings
 from ntengine.genome.windows import output_names, plan_spans, read_bed, select_regions
@@ -72,7 +72,7 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
         if bigwig is not None:
             settings = replace(settings, tracks=True)
         scan: FastaScan = scan_fasta(fasta, allow_iupac=settings.invalid == "N")
-        check_index(fasta, scan)
+        index = fasta_index(fasta, scan)
         lengths = {r.name: r.length for r in scan.records}
         renamed = output_names(lengths, rename)
         wanted = list(regions or []) + (read_bed(bed) if bed else [])
@@ -96,7 +96,7 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
                        "tracks": settings.tracks},
         }
         group = create_or_open(out, meta, windows, renamed)
-        spec = JobSpec(fasta=str(Path(fasta).resolve()), indexable=scan.indexable, store=str(Path(out).resolve()),
+        spec = JobSpec(fasta=str(Path(fasta).resolve()), index=index, store=str(Path(out).resolve()),
                        windows=windows, settings=settings, engine=engine_spec)
         done = done_chunks(group)
         todo = [c for c in range(spec.n_chunks) if not done[c] and spec.chunk(c)]

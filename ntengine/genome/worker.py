@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntengine.genome.fasta import has_acgt, open_sequences, reverse_complement
+from ntengine.genome.fasta import FastaIndex, has_acgt, open_sequences, reverse_complement
 from ntengine.genome.settings import EmbedSettings
 from ntengine.genome.store import STATUS, write_chunk
 from ntengine.pooling import log_softmax, pool_mean, sorted_batches
@@ -26,7 +26,7 @@ class JobSpec:
     """Everything a worker needs to run chunks of a job (picklable, for Ray)."""
 
     fasta: str
-    indexable: bool
+    index: FastaIndex | None  # fasta_index's choice: workers read with the index the job checked
     store: str
     windows: list  # (record, start, end), store order
     settings: EmbedSettings
@@ -49,7 +49,7 @@ class ChunkRunner:
         self.context = engine.config.max_positions
         self.tokenizer = type(engine.tokenizer)(version=engine.config.version, invalid=spec.settings.invalid,
                                                 max_length=self.context)
-        self.sequences = open_sequences(spec.fasta, spec.indexable)
+        self.sequences = open_sequences(spec.fasta, spec.index)
 
     def prepare(self, c: int) -> dict:
         """Read and tokenise chunk c (the part that overlaps the model's work)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntengine.genome.fasta import has_acgt, open_sequences, reverse_complement, scan_fasta
+from ntengine.genome.fasta import fasta_index, has_acgt, open_sequences, reverse_complement, scan_fasta
 
 
 
@@ -27,7 +27,7 @@ class GenomeSampler:
             raise ValueError(f"{fasta}: no record is at least {bp} bp long")
         lengths = np.array([r.length for r in scan.records if r.length >= bp], np.float64)
         self.lengths, self.weights = lengths.astype(np.int64), lengths / lengths.sum()
-        self.sequences = open_sequences(fasta, scan.indexable)
+        self.sequences = open_sequences(fasta, fasta_index(fasta, scan))
         self.bp, self.seed, self.reverse_complement = bp, seed, reverse_complement
 
     def sample(self, i: int) -> str:

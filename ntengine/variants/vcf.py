@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ntengine.genome.fasta import check_index, open_sequences, parse_region, scan_fasta
+from ntengine.genome.fasta import fasta_index, open_sequences, parse_region, scan_fasta
 from ntengine.locking import output_lock
 from ntengine.progress import progress as reporter
 from ntengine.variants.parts import BlockParts
@@ -198,9 +198,8 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
         batch_size=settings.batch_size, adapter=adapter)
     settings.check(engine.config)
     scan = scan_fasta(fasta, allow_iupac=True)
-    check_index(fasta, scan)
     lengths = {r.name: r.length for r in scan.records}
-    sequences = open_sequences(fasta, scan.indexable)
+    sequences = open_sequences(fasta, fasta_index(fasta, scan))
     scorer = Scorer(engine, lambda c, a, b: sequences.fetch(c, a, b).upper(), settings)
     out = Path(out)
     if max_records is not None and max_records < 1:

@@ -8,6 +8,7 @@ import pysam
 import pytest
 
 import ntengine
+from ntengine.genome.fasta import read_records
 from ntengine.variants.scoring import SCORES, ScoreSettings
 from ntengine.variants.vcf import score_variants
 
@@ -85,7 +86,7 @@ def test_insertions_are_scored_at_their_first_changed_base(engine, shared_data, 
     from ntengine.variants.windows import changed_base, token_at
 
     fasta = shared_data / "genomes" / "human_chrM_rCRS_NC_012920.fasta"
-    genome = pysam.FastaFile(str(fasta)).fetch("chrM")
+    genome = next(read_records(fasta)).sequence  # no pysam.FastaFile: it would write a .fai into ../shared
     with pysam.VariantFile(str(shared_data / "variants" / "human_chrM_1000g_mutserve_nobaq.vcf.gz")) as vcf:
         inserted = [(r.pos, r.ref, a) for r in vcf for a in r.alts or () if len(a) > len(r.ref) and a[0] != "<"][:8]
     assert len(inserted) == 8
