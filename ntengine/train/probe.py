@@ -23,7 +23,8 @@ CLASSIFIERS = ("logreg", "mlp")
 log = logging.getLogger(__name__)
 
 
-def _classifier(name: str, seed: int):
+def make_classifier(name: str, seed: int):
+    """The unfitted scikit-learn pipeline of a probe: standardise, then logreg or a small MLP."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
@@ -44,7 +45,7 @@ def evaluate_features(x_train, y_train, x_test=None, y_test=None, classifier: st
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
 
-    model = _classifier(classifier, seed)
+    model = make_classifier(classifier, seed)
     per_fold = []
     for tr, va in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x_train, y_train):
         fitted = clone(model).fit(x_train[tr], y_train[tr])
@@ -61,16 +62,19 @@ def kmer_baseline(train, test=None, k: int = 6, classifier: str = "logreg", fold
                   limit: int | None = None) -> dict:
     """`evaluate_features` on k-mer counts of the sequences (overlapping, case-folded);
     `limit` as in `probe`."""
+    seqs, y = read_labelled(train, limit, seed)
+    test_seqs, yt = read_labelled(test, limit, seed) if test is not None else (None, None)
+    x, xt = kmer_features(seqs, test_seqs, k)
+    return evaluate_features(x, y, xt, yt, classifier, folds, seed)
+
+
+def kmer_features(seqs, test_seqs=None, k: int = 6):
+    """(train, test or None) float32 counts of the overlapping, case-folded k-mers seen in `seqs`."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    seqs, y = read_labelled(train, limit, seed)
     vec = CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=True)
     x = vec.fit_transform(seqs).toarray().astype(np.float32)
-    xt = yt = None
-    if test is not None:
-        test_seqs, yt = read_labelled(test, limit, seed)
-        xt = vec.transform(test_seqs).toarray().astype(np.float32)
-    return evaluate_features(x, y, xt, yt, classifier, folds, seed)
+    return x, None if test_seqs is None else vec.transform(test_seqs).toarray().astype(np.float32)
 
 
 def probe(engine, train, test=None, layers=None, classifier: str = "logreg", folds: int = 10, seed: int = 0,
