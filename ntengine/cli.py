@@ -219,6 +219,32 @@ def _cmd_export(args) -> None:
          f"in {time.perf_counter() - t0:.1f} s")
 
 
+def _cmd_bench(args) -> None:
+    import json
+
+    from ntengine import bench
+
+    if args.compare:
+        a, b = (json.loads(Path(p).read_text()) for p in args.compare)
+        print(bench.compare(a, b))
+        return
+    ints = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
+    report = bench.run(args.checkpoint, preset=args.preset, device=args.device, backends=args.backends.split(","),
+                       dtypes=args.dtypes.split(","), batches=ints(args.batch), tokens=ints(args.tokens),
+                       fasta=args.fasta, repeats=args.repeats, duration=None if args.repeats else args.duration,
+                       mixed=args.mixed, threads=not args.no_threads, cuda_graphs=not args.no_cuda_graphs)
+    print(bench.table(report, markdown=args.markdown))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        _log(f"wrote {args.json}")
+    if args.plot:
+        try:
+            _log(f"wrote {bench.plot(report, args.plot)}")
+        except ImportError:
+            log.warning("no plot: pip install matplotlib")
+
+
 def _first_record_head(path, n: int) -> str:
     from ntengine.genome.fasta import read_records
 
@@ -486,6 +512,35 @@ def build_parser() -> argparse.ArgumentParser:
     trt.add_argument("--workspace-gib", type=float, help="cap on TensorRT's scratch memory in GiB")
     _add_output_args(p)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="latency and throughput of every backend on this machine, against eager fp32",
+                       description="Time a model (a checkpoint, or random weights of a published shape) on real DNA "
+                                   "windows: every backend x dtype in one process on the same weights and inputs, "
+                                   "eager fp32 always a row and every ratio against it. Prints a table; --json, "
+                                   "--plot and --markdown for reports, --compare A.json B.json for two runs.")
+    p.add_argument("checkpoint", nargs="?", help=CHECKPOINT_HELP + " (default: random weights of --preset)")
+    p.add_argument("--preset", default="v2-50m", help="published shape when no checkpoint is given (default v2-50m)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
+    p.add_argument("--backends", default="eager,fused", help="comma list of eager, fused, onnxruntime, tensorrt "
+                   "(default eager,fused)")
+    p.add_argument("--dtypes", default="float32", help="comma list of float32, bfloat16, float16 (default float32)")
+    p.add_argument("--batch", default="1,8", help="batch sizes (default 1,8)")
+    p.add_argument("--tokens", default="128,1000", help="tokens per sequence, <cls> included (default 128,1000)")
+    p.add_argument("--fasta", help="cut windows from this genome (default: the bundled phiX174)")
+    timing = p.add_mutually_exclusive_group()
+    timing.add_argument("--duration", type=float, default=2.0, help="seconds per cell (default 2, at least 3 rounds)")
+    timing.add_argument("--repeats", type=int, help="timed rounds per cell instead of --duration")
+    p.add_argument("--mixed", type=int, default=24, help="sequences of mixed length for the padded/packed and "
+                   "per-bucket runs (default 24; 0: skip)")
+    p.add_argument("--no-threads", action="store_true", help="skip the 1..all-cores thread scaling (CPU)")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="skip the CUDA-graph replay rows (CUDA)")
+    p.add_argument("--json", metavar="OUT", help="write the report (schema: ntengine/bench/schema.json)")
+    p.add_argument("--plot", metavar="OUT.png", help="latency vs batch and throughput vs tokens per engine")
+    p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="two reports side by side, then exit")
+    _add_checkpoint_args(p, adapter=False)
+    _add_output_args(p)
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("quickstart", help="create a random v2-50m-shaped model and embed the bundled phiX174 genome")
     p.add_argument("-o", "--output", default="ntengine-quickstart",
