@@ -227,7 +227,7 @@ class Engine:
 
 def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
             trust_pickle: bool = False, layout: str | None = None, batch_size: int = 8,
-            packed: bool = False, revision: str | None = None, adapter=None) -> Engine:
+            packed: bool = False, revision: str | None = None, adapter=None, cuda_graphs: bool = False) -> Engine:
     """Turn a checkpoint into an `Engine`.
 
     Args:
@@ -255,6 +255,8 @@ def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
         revision: hub branch, tag or commit of a hub id.
         adapter: a PEFT adapter (LoRA or IA3: folder or hub id) to merge into the weights at
             load, so every backend runs the adapted model at no extra cost.
+        cuda_graphs: on CUDA with the torch/fused backends, capture one CUDA graph per input
+            shape and replay it (`ntengine.backends.cuda_graphs`): faster small batches.
 
     The engine's ``load_report`` lists what was read and what was accepted unused.
     """
@@ -274,6 +276,12 @@ def compile(checkpoint, device="cpu", dtype="float32", backend: str = "auto",
         runtime = _open_artefact(backend, path, device)
     else:
         runtime = open_torch(model, device, dtype, backend)
+    if cuda_graphs:
+        from ntengine.backends.cuda_graphs import CudaGraphBackend
+
+        if runtime.name not in ("torch", "fused"):
+            raise ValueError(f"cuda_graphs applies to the torch and fused backends, not {runtime.name}")
+        runtime = CudaGraphBackend(runtime)
     engine = Engine(runtime, batch_size=batch_size, packed=packed)
     # The task head and the report live beside the weights, not in an artefact.
     engine.head, engine.load_report = ckpt.head, ckpt.report

@@ -85,22 +85,6 @@ def _gemm_ceiling(cfg, rows: int, dtype: torch.dtype, device: torch.device, repe
     return {f"gemm_{k}_gflops": flops / float(np.median(v)) / 1e9 for k, v in samples.items()}
 
 
-def _cuda_graph(engine, ids, mask):
-    """A replay of one captured forward at this exact shape (inputs static): what small,
-    launch-bound batches gain without Python and launch overheads. CUDA only."""
-    static_ids, static_mask = ids.clone(), mask.clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.inference_mode():
-        for _ in range(3):  # allocator and kernels warm before capture
-            engine.runtime(static_ids, static_mask, logits=False)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
-        engine.runtime(static_ids, static_mask, logits=False)
-    return graph.replay
-
-
 def run(checkpoint=None, *, preset: str = "v2-50m", device="cpu", backends=("eager", "fused"),
         dtypes=("float32",), batches=(1, 8), tokens=(128, 1000), fasta=None, repeats: int | None = None,
         duration: float | None = 2.0, warmup: int = 1, mixed: int = 24, threads: bool = True,
@@ -216,9 +200,13 @@ def _cell(engines, cfg, bases, batch, n, device, timing, cuda_graphs, seed) -> l
                 out["embeddings"].cpu()
                 copies["d2h_ms"] = (time.perf_counter() - t) * 1e3
     if device.type == "cuda" and cuda_graphs:
+        from ntengine.backends.cuda_graphs import CudaGraphBackend
+        from ntengine.engine import Engine
+
         for e in engines:
             if e.backend == "fused":
-                fns[f"{e.name}+cudagraph"] = _cuda_graph(e.engine, ids, mask)
+                graphed = Engine(CudaGraphBackend(e.engine.runtime))
+                fns[f"{e.name}+cudagraph"] = lambda g=graphed: g.forward(ids, mask, logits=False)
     memory = {name: PeakMemory(device).measure(fn) for name, fn in fns.items()}
     samples = time_round_robin(fns, repeats=timing["repeats"], duration=timing["duration"],
                                warmup=timing["warmup"], device=device)
