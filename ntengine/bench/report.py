@@ -70,6 +70,9 @@ def plot(report: dict, path) -> Path:
     left.set(xlabel="batch", ylabel="latency p50 (ms)", title=f"latency at {tokens[-1]} tokens", xscale="log")
     right.set(xlabel="tokens per sequence", ylabel="tokens / s", title=f"throughput at batch {batches[0]}",
               xscale="log")
+    for ax, ticks in ((left, batches), (right, tokens)):
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
     left.legend(fontsize=8)
     fig.suptitle(f"{report['model']['source']}\n{report['device']}", fontsize=9)
     fig.tight_layout()

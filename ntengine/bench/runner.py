@@ -69,19 +69,24 @@ def _open(backend: str, dtype: str, load, device, tmp: Path) -> _Engine:
     return _Engine(backend, dtype, Engine(runtime), {"load_s": t1 - t0, "build_s": t2 - t1})
 
 
+GEMM_ROWS = 2048  # enough rows for a GEMM's plateau, without timing page faults of huge outputs
+
+
 def _gemm_ceiling(cfg, rows: int, dtype: torch.dtype, device: torch.device, repeats: int) -> dict:
-    """GFLOP/s of the FFN's first GEMM ([rows, E] @ [E, 2F]) in `dtype`, through torch's
-    default path (what eager runs: MKL or cuBLAS) and, on CPUs with oneDNN, through oneDNN
-    (what the fused backend runs)."""
+    """GFLOP/s of the FFN's first GEMM ([rows, E] @ [E, 2F], rows capped at GEMM_ROWS) in
+    `dtype`, through torch's default path (what eager runs: MKL or cuBLAS; into a reused
+    output) and, on CPUs with oneDNN, through oneDNN (what the fused backend runs)."""
     from ntengine import cpu
 
+    rows = min(rows, GEMM_ROWS)
     x = torch.randn(rows, cfg.embed_dim, dtype=dtype, device=device)
     w = torch.randn(2 * cfg.ffn_dim, cfg.embed_dim, dtype=dtype, device=device)
-    fns = {"default": lambda: torch.nn.functional.linear(x, w)}
+    out = torch.empty(rows, 2 * cfg.ffn_dim, dtype=dtype, device=device)
+    fns = {"default": lambda: torch.mm(x, w.t(), out=out)}
     if device.type == "cpu" and cpu.info()["onednn"] and (dtype != torch.bfloat16 or cpu.onednn_bf16()):
         fns["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
     flops = 2 * rows * cfg.embed_dim * 2 * cfg.ffn_dim
-    samples = time_round_robin(fns, repeats=repeats, device=device)
+    samples = time_round_robin(fns, repeats=repeats, warmup=2, device=device)
     return {f"gemm_{k}_gflops": flops / float(np.median(v)) / 1e9 for k, v in samples.items()}
 
 
@@ -146,8 +151,10 @@ def run(checkpoint=None, *, preset: str = "v2-50m", device="cpu", backends=("eag
         "cells": cells, "skipped": skipped,
     }
     if mixed:
+        log.info(f"bench: {mixed} sequences of mixed lengths, whole and one by one")
         report["mixed"] = _mixed(engines, cfg, bases, mixed, timing, device, seed)
     if threads and device.type == "cpu":
+        log.info("bench: thread scaling")
         report["thread_scaling"] = _thread_scaling(engines, bases, batches[0], min(tokens[-1], cfg.max_positions),
                                                    timing)
     return report
@@ -160,6 +167,8 @@ def _cannot_run(backend: str, dtype: str, device: torch.device) -> str | None:
         return f"unknown backend; choose from {list(BACKENDS)}"
     if backend == "onnxruntime" and device.type != "cpu":
         return "ONNX Runtime runs on the CPU here (pass --device cpu)"
+    if backend == "onnxruntime" and dtype == "bfloat16":
+        return "onnxruntime's CPU kernels have no bfloat16 MatMul"
     if backend == "tensorrt" and device.type != "cuda":
         return "TensorRT needs a CUDA device"
     if device.type == "cpu" and dtype == "float16" and backend != "onnxruntime":
@@ -217,7 +226,7 @@ def _cell(engines, cfg, bases, batch, n, device, timing, cuda_graphs, seed) -> l
         engine = next(e for e in engines if name.split("+")[0] == e.name)
         dt = getattr(torch, engine.dtype)
         if engine.dtype not in ceilings:
-            ceilings[engine.dtype] = _gemm_ceiling(cfg, batch * n, dt, device, max(3, len(times) // 2))
+            ceilings[engine.dtype] = _gemm_ceiling(cfg, batch * n, dt, device, 7)
         stats = summarise(times)
         p50 = stats["p50_ms"] / 1e3
         gflops = batch * n / p50 * context_flops / 1e9
