@@ -48,7 +48,7 @@ def _quantity(n: float, unit: str) -> str:
         for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
             if n >= scale:
                 return f"{n / scale:.1f} {prefix}bp"
-    return f"{n:,.0f} {unit}"
+    return f"{n:,.0f} {unit}" if n >= 10 or n == int(n) else f"{n:.2g} {unit}"
 
 
 def _duration(s: float) -> str:
@@ -83,8 +83,9 @@ class _LogLines:
             self._estimated = True
             if self.n >= self.total:  # done in one go: the summary says it all
                 return
-            log.info(f"{self.desc}: the first {_quantity(self.n - self._initial, self.unit)} took "
-                     f"{_duration(elapsed)}; about {self._left(rate)} to go for {_quantity(self.total, self.unit)}")
+            log.info(f"{self.desc}: {_quantity(self.n - self._initial, self.unit)} of "
+                     f"{_quantity(self.total - self._initial, self.unit)} took {_duration(elapsed)}; "
+                     f"about {self._left(rate)} to go")
         elif now - self._last >= LOG_EVERY_S:
             done = _quantity(self.n, self.unit)
             if self.total:

@@ -41,7 +41,7 @@ def test_log_lines_estimate_then_report_then_summarise(log_mode, messages, monke
         bar.update(4_000)
         bar.update(5_000)
     lines = messages
-    assert lines[0].startswith("embedding: the first 1.0 kbp took ") and "to go for 10.0 kbp" in lines[0]
+    assert lines[0].startswith("embedding: 1.0 kbp of 10.0 kbp took ") and "to go" in lines[0]
     assert lines[1].startswith("embedding: 5.0 kbp of 10.0 kbp (50%), ") and "left" in lines[1]
     assert lines[-1].startswith("embedding: 10.0 kbp in ") and len(lines) == 4
 
@@ -105,9 +105,9 @@ def test_cli_quiet_log_file_and_log_progress(fixtures_dir, tmp_path, capsys):
     assert main(["embed", ckpt, str(genome), "-o", str(tmp_path / "b.zarr"), "--window", "600", "--batch-size", "2",
                  "--progress", "log", "--log-file", str(log_file)]) == 0
     err = capsys.readouterr().err
-    assert "embedding: the first " in err and "to go for 5.4 kbp" in err and "9 windows (9 embedded" in err
+    assert "embedding: 1.2 kbp of 5.4 kbp took " in err and "to go" in err and "9 windows (9 embedded" in err
     written = log_file.read_text().splitlines()
-    assert any("INFO ntengine: embedding: the first" in line for line in written)
+    assert any("INFO ntengine: embedding: 1.2 kbp of 5.4 kbp took" in line for line in written)
     assert all(line[:4].isdigit() for line in written)  # each starts with its time
     assert main(["embed", ckpt, str(tmp_path / "missing.fa"), "-o", str(tmp_path / "c.zarr"), "-q"]) == 2
     assert "no such FASTA file" in capsys.readouterr().err  # errors get through -q
