@@ -21,6 +21,8 @@ that itself from the <mask> tokens it sees, as in training.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ntengine.pooling import log_softmax
@@ -36,6 +38,25 @@ def mask_passes(nucleotide: np.ndarray, every: int) -> list[np.ndarray]:
     return [p for p in (positions[r::every] for r in range(every)) if p.size]
 
 
+@lru_cache(maxsize=None)
+def substitution_table(version: str) -> np.ndarray:
+    """int32 [vocab, 6, 4]: the id of token `id` with its base j replaced by A, C, G, T
+    (columns in BASES order); -1 where the token has no base j or is not A/C/G/T-only
+    (specials, N). Built once from the vocabulary itself."""
+    from ntengine.tokenizer import Tokenizer
+
+    tok = Tokenizer(version)
+    index = {t: i for i, t in enumerate(tok.vocab)}
+    table = np.full((len(tok.vocab), 6, 4), -1, np.int32)
+    for i, token in enumerate(tok.vocab):
+        if token.startswith("<") or not set(token) <= set(BASES):
+            continue
+        for j in range(len(token)):
+            for b, base in enumerate(BASES):
+                table[i, j, b] = index[token[:j] + base + token[j + 1:]]
+    return table
+
+
 def window_llr(engine, seq: str, every: int = 7) -> np.ndarray:
     """float32 [len(seq), 4]: the LLR of substituting each base of `seq` by A, C, G, T
     (columns in that order): 0 for the reference base, NaN at N and for bases no token
@@ -48,17 +69,15 @@ def window_llr(engine, seq: str, every: int = 7) -> np.ndarray:
     for row, masked in enumerate(passes):
         batch[row, masked] = tok.mask_id
     logits = engine.forward(batch, logits=True)["logits"]
+    table = substitution_table(engine.config.version)
     out = np.full((len(seq), 4), np.nan, np.float32)
     for row, masked in enumerate(passes):
-        logp = log_softmax(logits[row, masked].astype(np.float64))
-        for t, lp in zip(masked, logp):
-            start, end = (int(x) for x in offsets[t])
-            ref = seq[start:end].upper()
-            if "N" in ref:
-                continue
-            ref_id = ids[t]
-            for j in range(end - start):
-                for b, base in enumerate(BASES):
-                    alt = ref[:j] + base + ref[j + 1:]
-                    out[start + j, b] = lp[tok.token_to_id(alt)] - lp[ref_id]
+        logp = log_softmax(logits[row, masked].astype(np.float64))  # [m, V]
+        ref = ids[masked]
+        alt = table[ref]  # [m, 6, 4]
+        llr = np.take_along_axis(logp, np.maximum(alt, 0).reshape(len(masked), -1), axis=1).reshape(alt.shape)
+        llr -= logp[np.arange(len(masked)), ref][:, None, None]
+        positions = offsets[masked, :1] + np.arange(6)  # [m, 6]: the base each j stands for
+        has = (alt >= 0).all(-1)  # [m, 6]: base j exists and is A/C/G/T
+        out[positions[has]] = llr[has]
     return out
