@@ -45,6 +45,8 @@ def test_score_variants_regions_and_max_records(engine, shared_data, tmp_path):
     assert s["records"] == 7 and positions == expected
     with open(tsv) as f:
         assert {int(row["pos"]) for row in csv.DictReader(f, delimiter="\t")} == set(expected)
+    with pytest.raises(ValueError, match="region chr1: no such record in human_chrM_rCRS_NC_012920.fasta"):
+        score_variants(engine, vcf, fasta, tmp_path / "x.vcf", regions=["chr1:1-100"], progress=False)
     with pytest.raises(ValueError, match="max_records must be >= 1"):
         score_variants(engine, vcf, fasta, tmp_path / "x.vcf", max_records=0, progress=False)
 

@@ -204,7 +204,12 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
     out = Path(out)
     if max_records is not None and max_records < 1:
         raise ValueError(f"max_records must be >= 1, got {max_records}")
-    selected = _in_regions([parse_region(r) for r in regions or []])
+    wanted = [parse_region(r) for r in regions or []]
+    unknown = [name for name, _, _ in wanted if name not in lengths]
+    if unknown:
+        raise ValueError(f"region {unknown[0]}: no such record in {Path(fasta).name} (it has "
+                         f"{', '.join(list(lengths)[:5])}{', ...' if len(lengths) > 5 else ''})")
+    selected = _in_regions(wanted)
     reader = _open_vcf(vcf)
     n_records = min(_declare_implicit_fields(vcf, reader.header, selected), max_records or float("inf"))
     _prepare_header(reader.header, lengths, " ".join(sys.argv))
