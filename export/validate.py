@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,7 +11,6 @@ from ntengine import ops
 from ntengine.model import NTModel
 
 log = logging.getLogger("ntengine.export")
-GENOME = Path(__file__).resolve().parents[1] / "ntengine" / "data" / "phiX174_NC_001422.1.fasta.gz"
 # max|artefact - reference| / max|reference| at real tokens, per artefact dtype.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
@@ -22,17 +19,13 @@ def genome_batch(config, lengths=(48, 31, 7), seed: int = 0) -> tuple[np.ndarray
     """Random phiX174 windows of the given token counts (capped by the model's context),
     tokenised and right-padded as `batch_encode` returns them: ids int32 [B, L],
     attention_mask bool [B, L]."""
-    from ntengine.genome.fasta import read_records
+    from ntengine.genome.fasta import EXAMPLE_GENOME, read_records
+    from ntengine.genome.windows import sample_windows
     from ntengine.tokenizer import Tokenizer
 
-    genome = next(iter(read_records(GENOME))).sequence
-    rng = random.Random(seed)
-    seqs = []
-    for n in lengths:
-        bp = 6 * (min(n, config.max_positions) - 1)
-        start = rng.randrange(0, len(genome))
-        # phiX174 is circular (5,386 bp): longer windows wrap around it.
-        seqs.append((genome * (2 + bp // len(genome)))[start:start + bp])
+    genome = next(iter(read_records(EXAMPLE_GENOME))).sequence
+    seqs = [sample_windows(genome, 1, min(n, config.max_positions), seed=seed * 1009 + i)[0]
+            for i, n in enumerate(lengths)]
     enc = Tokenizer(version=config.version, max_length=config.max_positions).batch_encode(seqs)
     return enc.ids, enc.attention_mask
 

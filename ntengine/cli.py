@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-EXAMPLE_GENOME = Path(__file__).parent / "data" / "phiX174_NC_001422.1.fasta.gz"
+from ntengine.genome.fasta import EXAMPLE_GENOME  # noqa: F401 (tests and users import it from here)
+
 
 
 log = logging.getLogger("ntengine")

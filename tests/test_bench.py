@@ -8,7 +8,8 @@ import pytest
 
 from ntengine import bench
 from ntengine.bench.timing import ratio_to, summarise, time_round_robin
-from ntengine.bench.workload import flops_per_token, genome, windows
+from ntengine.bench.workload import flops_per_token, genome
+from ntengine.genome.windows import sample_windows as windows
 from ntengine.cli import main
 from ntengine.config import NTConfig
 

@@ -16,7 +16,8 @@ import torch
 from ntengine.bench.machine import machine
 from ntengine.bench.memory import PeakMemory
 from ntengine.bench.timing import ratio_to, summarise, time_round_robin
-from ntengine.bench.workload import flops_per_token, genome, peak_tflops, windows
+from ntengine.bench.workload import flops_per_token, genome, peak_tflops
+from ntengine.genome.windows import sample_windows as windows
 
 log = logging.getLogger(__name__)
 BACKENDS = {"eager": "torch", "fused": "fused", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}

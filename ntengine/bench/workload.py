@@ -10,13 +10,8 @@ counted: benchmarks time the embeddings.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
 from ntengine.config import NTConfig
 
-BUNDLED_GENOME = Path(__file__).resolve().parents[1] / "data" / "phiX174_NC_001422.1.fasta.gz"
 
 # Published dense peaks (TFLOP/s, no sparsity) by GPU name fragment and compute dtype: the
 # MFU denominator. SXM parts; PCIe cards run lower clocks.
@@ -46,26 +41,6 @@ def flops_per_token(cfg: NTConfig, context: int) -> float:
 def genome(fasta=None) -> str:
     """The bases windows are cut from: the first record of `fasta`, else the bundled
     phiX174 genome (5,386 bp, circular), uppercase."""
-    from ntengine.genome.fasta import read_records
+    from ntengine.genome.fasta import EXAMPLE_GENOME, read_records
 
-    return next(iter(read_records(fasta or BUNDLED_GENOME))).sequence.upper()
-
-
-def windows(bases: str, count: int, tokens: int, seed: int = 0) -> list[str]:
-    """`count` windows of 6 × (tokens − 1) bp, so each is exactly `tokens` tokens with
-    `<cls>`, from seeded random starts; the sequence is read circularly (phiX174 is a
-    circle; other genomes wrap at their end) and windows holding an N are drawn again."""
-    width = 6 * (tokens - 1)
-    ring = bases * (2 + width // max(1, len(bases)))
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        for _attempt in range(1000):
-            start = int(rng.integers(0, len(bases)))
-            window = ring[start:start + width]
-            if "N" not in window:
-                break
-        else:
-            raise ValueError(f"no {width:,} bp window without N found in the genome given")
-        out.append(window)
-    return out
+    return next(iter(read_records(fasta or EXAMPLE_GENOME))).sequence.upper()

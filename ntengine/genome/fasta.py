@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+# The genome shipped in the package: quickstart, export validation and `ntengine bench` read it.
+EXAMPLE_GENOME = Path(__file__).resolve().parents[1] / "data" / "phiX174_NC_001422.1.fasta.gz"
 BLOCK = 1 << 20  # small enough that a truncated gzip is reported near its end
 ACGTN = b"ACGTNacgtn"
 # IUPAC ambiguity codes beyond N: the tokenizer reads them as N with invalid="N".

@@ -31,6 +31,28 @@ def plan_windows(record: str, length: int, window: int, stride: int | None = Non
     return [Window(record, s, min(s + window, length)) for s in range(0, last + stride, stride) if s < length]
 
 
+def sample_windows(bases: str, count: int, tokens: int, seed: int = 0) -> list[str]:
+    """`count` windows of 6 x (tokens - 1) bp, so each is exactly `tokens` tokens with
+    `<cls>`, from seeded random starts; the sequence is read circularly (phiX174 is a
+    circle; other genomes wrap at their end) and windows holding an N are drawn again."""
+    import numpy as np
+
+    width = 6 * (tokens - 1)
+    ring = bases * (2 + width // max(1, len(bases)))
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        for _attempt in range(1000):
+            start = int(rng.integers(0, len(bases)))
+            window = ring[start:start + width]
+            if "N" not in window:
+                break
+        else:
+            raise ValueError(f"no {width:,} bp window without N found in the genome given")
+        out.append(window)
+    return out
+
+
 def read_bed(path) -> list[tuple[str, int, int]]:
     """(name, start, end) of each BED interval (0-based, half-open; extra columns ignored)."""
     out = []
