@@ -15,7 +15,7 @@ from ntengine.variants.vcf import score_variants
 
 @pytest.fixture
 def messages():
-    """The ntengine logger's messages at INFO and above (the CLI may have stopped its propagation)."""
+    """The ntengine logger's messages at INFO and above, whatever level an earlier CLI run left it at."""
     logger, seen = logging.getLogger("ntengine"), []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: seen.append(record.getMessage())

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+log = logging.getLogger(__name__)
 # The genome shipped in the package: quickstart, export validation and `ntengine bench` read it.
 EXAMPLE_GENOME = Path(__file__).resolve().parents[1] / "data" / "phiX174_NC_001422.1.fasta.gz"
 BLOCK = 1 << 20  # small enough that a truncated gzip is reported near its end
@@ -186,8 +188,6 @@ def fasta_index(path, scan: FastaScan) -> FastaIndex | None:
     wrong bases without any error, so it is ignored, with a warning, and left as it is.
     Otherwise ntengine's own, built once into the cache under the file's content hash
     (so it can never be stale) and shared by every later job on that content."""
-    import logging
-
     import pysam
 
     if not scan.indexable:
@@ -199,7 +199,7 @@ def fasta_index(path, scan: FastaScan) -> FastaIndex | None:
     if Path(beside.fai).is_file() and (not bgzf or Path(beside.gzi).is_file()):
         if _fai_entries(beside.fai) == want:
             return beside
-        logging.getLogger(__name__).warning(
+        log.warning(
             f"{beside.fai} does not describe {path.name} (stale: record names, lengths or offsets differ): "
             "ignoring it, reading through ntengine's own index")
     from ntengine.cache import cache_root
