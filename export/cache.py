@@ -8,7 +8,6 @@ settings, so a changed checkpoint or a new TensorRT / GPU builds a new artefact.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch

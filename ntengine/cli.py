@@ -81,6 +81,34 @@ def _cmd_embed(args) -> None:
          + "".join(f", {p}" for p in summary.get("bigwig", [])))
 
 
+def _cmd_scan(args) -> None:
+    from ntengine.genome.scan import scan_genome
+    from ntengine.genome.settings import EmbedSettings
+
+    t0 = time.perf_counter()
+    settings = EmbedSettings(window=args.window, stride=args.stride, reverse_complement=args.both_strands,
+                             invalid=args.invalid, batch_size=args.batch_size, chunk_windows=args.chunk_windows,
+                             max_windows=args.max_windows, snv_every=args.mask_every)
+    s = scan_genome(
+        args.checkpoint, args.fasta, args.output, settings, formats=args.format, regions=args.regions, bed=args.bed,
+        records=args.records.split(",") if args.records else None, device=args.device, dtype=args.dtype,
+        backend=args.backend, trust_pickle=args.trust_pickle, ray=args.ray, workers=args.workers,
+        adapter=args.adapter, rename=_renames(args.rename))
+    dt = time.perf_counter() - t0
+    _log(f"{s['windows']:,} windows ({s['embedded']:,} scanned, {s['skipped_all_n']:,} all-N skipped, "
+         f"{s['shortened']:,} scanned in pieces around N runs), {s['bp']:,} bp, {args.mask_every} passes per window; "
+         f"{s['chunks_run']} chunks run in {dt:.1f} s -> " + ", ".join([s["path"], *s["outputs"]]))
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    from ntengine.genome.snv_outputs import FORMATS
+
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not chosen or set(chosen) - set(FORMATS):
+        raise argparse.ArgumentTypeError(f"{value!r}: a comma-separated list of {', '.join(FORMATS)}")
+    return chosen
+
+
 def _renames(values):
     """--rename FROM=TO ... and/or alias files -> {FROM: TO} (None when not given)."""
     if not values:
@@ -100,15 +128,18 @@ def _cmd_score_variants(args) -> None:
     t0 = time.perf_counter()
     settings = ScoreSettings(window=args.window, layer=args.layer, both_strands=args.both_strands,
                              batch_size=args.batch_size, block_records=args.block_records, invalid=args.invalid)
+    if (args.checkpoint is None) == (args.scan is None):
+        raise SystemExit("ntengine score-variants: error: give a checkpoint, or --scan OUT to read LLRs from a scan")
     s = score_variants(args.checkpoint, args.vcf, args.fasta, args.output, settings, tsv=args.tsv, device=args.device,
                        dtype=args.dtype, backend=args.backend, trust_pickle=args.trust_pickle, adapter=args.adapter,
-                       regions=args.regions, max_records=args.max_records)
+                       regions=args.regions, max_records=args.max_records, scan=args.scan)
     dt = time.perf_counter() - t0
     computed, requested = s["windows_computed"] + s["masked_computed"], s["windows_requested"] + s["masked_requested"]
     skipped = ", ".join(f"{n:,} {why}" for why, n in sorted(s["skipped"].items())) or "none"
     _log(f"{s['records']:,} records, {s['alleles']:,} alleles: {s['scored']:,} scored; skipped: {skipped}; "
          f"{s['ref_mismatch_records']:,} records with REF not matching the FASTA (FILTER NT_REF_MISMATCH); "
-         f"{computed:,} windows run for {requested:,} requested; {dt:.1f} s -> {s['path']}"
+         + (f"LLRs read from {args.scan}" if args.scan else f"{computed:,} windows run for {requested:,} requested")
+         + f"; {dt:.1f} s -> {s['path']}"
          + (f", {args.tsv}" if args.tsv else ""))
 
 
@@ -335,6 +366,13 @@ def _embed_outputs() -> str:
             "token_logprob, token_entropy\n  and DIR/logprob.bw, DIR/entropy.bw")
 
 
+def _scan_outputs() -> str:
+    from ntengine.genome import snv_outputs
+
+    files = snv_outputs.__doc__.split("FORMATS):", 1)[1].split("Each is written")[0]
+    return f"output (all of it in OUTPUTS.md): OUT/windows.zarr, the per-window scan store, and\n{files.rstrip()}"
+
+
 def _score_outputs() -> str:
     from ntengine.variants.vcf import COLUMNS, INFO, MISMATCH_FILTER, SKIP_INFO
 
@@ -399,13 +437,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(p)
     p.set_defaults(func=_cmd_embed)
 
+    p = sub.add_parser("scan", help="masked LLR of every possible SNV of a genome: bigWig, parquet, zarr",
+                       description="Windows over a FASTA file -> k masked passes per window (every k-th token masked "
+                                   "per pass) -> the log-likelihood ratio log P(alt 6-mer) - log P(ref 6-mer) of all "
+                                   "three substitutions of every base. Resumable (rerun the same command), on Ray "
+                                   "with --ray; k x the time of an embedding job.",
+                       epilog=_scan_outputs(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP + ", .onnx or .plan")
+    p.add_argument("fasta", help="FASTA file (plain, gzip or bgzip; multi-record)")
+    p.add_argument("-o", "--output", required=True, help="output folder (resumed if it holds an unfinished scan)")
+    p.add_argument("--mask-every", type=int, default=7, metavar="K",
+                   help="mask every K-th token per pass, K passes per window (default 7: <= 15%% masked, as in "
+                        "pretraining; K = the window's tokens is one mask per pass, exact and K x slower)")
+    p.add_argument("--both-strands", action="store_true", help="average the LLRs of both strands (2x the time)")
+    p.add_argument("--format", type=_formats, default=("bigwig", "parquet"), metavar="LIST",
+                   help="comma-separated: bigwig, parquet, zarr (default bigwig,parquet)")
+    p.add_argument("--window", type=int, help="window length in bp (default: the model's context, 6 x (tokens-1))")
+    p.add_argument("--stride", type=int, help="window step in bp (default: the window, no overlap; overlapping "
+                                              "windows are averaged)")
+    p.add_argument("--regions", nargs="+", metavar="REGION", help="NAME or NAME:START-END (1-based, inclusive)")
+    p.add_argument("--bed", help="BED file of regions (0-based, half-open)")
+    p.add_argument("--records", help="comma-separated record names (default: all)")
+    p.add_argument("--rename", nargs="+", metavar="FROM=TO|FILE", help="name records in the outputs (see embed)")
+    p.add_argument("--invalid", choices=("raise", "N"), default="raise",
+                   help="IUPAC codes other than N: raise (default) or read as N")
+    p.add_argument("--chunk-windows", type=int, default=8, help="windows per committed chunk (default 8)")
+    p.add_argument("--max-windows", type=int, metavar="N",
+                   help="a quick trial: only the first N windows (the full scan then needs a new -o)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run on Ray: an address (auto, ray://host:10001) or nothing for a local cluster")
+    p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else 2)")
+    _add_engine_args(p)
+    _add_output_args(p)
+    p.set_defaults(func=_cmd_scan)
+
     p = sub.add_parser("score-variants", help="zero-shot variant scores (LLR, logit diff, embedding distances)",
                        description="Score every allele of a VCF/BCF against a reference FASTA without training: "
                                    "masked-token log-likelihood ratio, the public recipes' logit difference and "
                                    "embedding distances between reference and alternative windows. Writes the VCF "
-                                   "back with INFO fields, and a per-allele table.",
+                                   "back with INFO fields, and a per-allele table. With --scan, SNV LLRs are read "
+                                   "from an `ntengine scan` of the same FASTA instead (no model is run).",
                        epilog=_score_outputs(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help=CHECKPOINT_HELP + ", .onnx or .plan")
+    p.add_argument("checkpoint", nargs="?", help=CHECKPOINT_HELP + ", .onnx or .plan (not with --scan)")
+    p.add_argument("--scan", metavar="OUT", help="read SNV LLRs from this `ntengine scan` output folder instead of "
+                                                 "running a model (other alleles: NT_SKIP not_snv)")
     p.add_argument("--vcf", required=True, help="VCF, VCF.gz or BCF")
     p.add_argument("--fasta", required=True, help="reference FASTA the VCF was called against")
     p.add_argument("-o", "--output", required=True, help="output VCF (.vcf, .vcf.gz or .bcf)")

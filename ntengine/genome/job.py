@@ -93,7 +93,8 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
             "params": settings.params(spans),
             "layout": {"windows": len(windows), "chunk_windows": settings.chunk_windows, "embed_dim": cfg.embed_dim,
                        "tokens": cfg.max_positions, "token_embeddings": bool(settings.token_embeddings),
-                       "tracks": settings.tracks},
+                       "tracks": settings.tracks,
+                       **({"snv_window": settings.window} if settings.snv_every else {})},
         }
         group = create_or_open(out, meta, windows, renamed)
         spec = JobSpec(fasta=str(Path(fasta).resolve()), index=index, store=str(Path(out).resolve()),
@@ -101,7 +102,8 @@ def embed_genome(model, fasta, out, settings: EmbedSettings = EmbedSettings(), *
         done = done_chunks(group)
         todo = [c for c in range(spec.n_chunks) if not done[c] and spec.chunk(c)]
         total = sum(e - s for c in todo for _, s, e in spec.chunk(c))
-        with reporter(total, "embedding", "bp", enabled=progress, unit_scale=True, smoothing=0.1) as bar:
+        task = "scanning" if settings.snv_every else "embedding"
+        with reporter(total, task, "bp", enabled=progress, unit_scale=True, smoothing=0.1) as bar:
             def on_done(_chunk, bp):
                 bar.update(bp)
 

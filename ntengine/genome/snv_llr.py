@@ -57,27 +57,41 @@ def substitution_table(version: str) -> np.ndarray:
     return table
 
 
-def window_llr(engine, seq: str, every: int = 7) -> np.ndarray:
+def window_llr(engine, seq: str, every: int = 7, *, batch_size: int | None = None, tokenizer=None) -> np.ndarray:
     """float32 [len(seq), 4]: the LLR of substituting each base of `seq` by A, C, G, T
     (columns in that order): 0 for the reference base, NaN at N and for bases no token
-    covers. `seq` must fit the model's context; its passes run as one batch."""
-    tok = engine.tokenizer
+    covers. `seq` must fit the model's context; its passes run `batch_size` at a time (all
+    at once by default), tokenised by `tokenizer` (default the engine's)."""
+    tok = tokenizer or engine.tokenizer
     ids, offsets = tok.encode_with_offsets(seq)
     nucleotide = engine.nucleotide_mask(ids[None])[0]
     passes = mask_passes(nucleotide, every)
-    batch = np.repeat(ids[None], len(passes), axis=0)
-    for row, masked in enumerate(passes):
-        batch[row, masked] = tok.mask_id
-    logits = engine.forward(batch, logits=True)["logits"]
     table = substitution_table(engine.config.version)
     out = np.full((len(seq), 4), np.nan, np.float32)
-    for row, masked in enumerate(passes):
-        logp = log_softmax(logits[row, masked].astype(np.float64))  # [m, V]
-        ref = ids[masked]
-        alt = table[ref]  # [m, 6, 4]
-        llr = np.take_along_axis(logp, np.maximum(alt, 0).reshape(len(masked), -1), axis=1).reshape(alt.shape)
-        llr -= logp[np.arange(len(masked)), ref][:, None, None]
-        positions = offsets[masked, :1] + np.arange(6)  # [m, 6]: the base each j stands for
-        has = (alt >= 0).all(-1)  # [m, 6]: base j exists and is A/C/G/T
-        out[positions[has]] = llr[has]
+    step = batch_size or max(1, len(passes))
+    for first in range(0, len(passes), step):
+        group = passes[first:first + step]
+        batch = np.repeat(ids[None], len(group), axis=0)
+        for row, masked in enumerate(group):
+            batch[row, masked] = tok.mask_id
+        logits = engine.forward(batch, logits=True)["logits"]
+        for row, masked in enumerate(group):
+            logp = log_softmax(logits[row, masked].astype(np.float64))  # [m, V]
+            ref = ids[masked]
+            alt = table[ref]  # [m, 6, 4]
+            llr = np.take_along_axis(logp, np.maximum(alt, 0).reshape(len(masked), -1), axis=1).reshape(alt.shape)
+            llr -= logp[np.arange(len(masked)), ref][:, None, None]
+            positions = offsets[masked, :1] + np.arange(6)  # [m, 6]: the base each j stands for
+            has = (alt >= 0).all(-1)  # [m, 6]: base j exists and is A/C/G/T
+            out[positions[has]] = llr[has]
     return out
+
+
+def both_strands_llr(engine, seq: str, every: int = 7, **kwargs) -> np.ndarray:
+    """The mean of `window_llr` on `seq` and on its reverse complement, mapped back: base i
+    of the reverse strand is base len-1-i here, and its column b is the complement of b
+    (ACGT reversed)."""
+    from ntengine.genome.fasta import reverse_complement
+
+    reverse = window_llr(engine, reverse_complement(seq), every, **kwargs)[::-1, ::-1]
+    return (window_llr(engine, seq, every, **kwargs) + reverse) / 2

@@ -22,6 +22,15 @@ Data variables (E embedding width, T = model context):
     token_logprob    float32 [window, token]       optional (tracks): log P(observed token)
     token_entropy    float32 [window, token]       optional (tracks): entropy of the prediction, nats
 
+A scan (`ntengine scan`, settings.snv_every; B = the window length in bp) stores instead
+of the embeddings:
+
+    bases            uint8 [window, base]          the window's bases as the model read them
+                                                   (ASCII, upper case; 0 past window_end)
+    snv_llr          float32 [window, base, alt]   LLR of substituting base i (window_start + i)
+                                                   by alt A, C, G, T (see `snv_llr`); 0 for
+                                                   the reference base, NaN at N and past the end
+
 Bookkeeping, in the subgroup ``_ntengine`` (xarray does not open subgroups):
 
     _ntengine/chunk_done  uint8 [chunk]            1 once every array of that chunk is written
@@ -87,10 +96,14 @@ def _array_specs(meta: dict) -> dict[str, tuple]:
         "window_start": ((w,), (k,), "int64", -1, ["window"]),
         "window_end": ((w,), (k,), "int64", -1, ["window"]),
         "window_status": ((w,), (k,), "int8", -1, ["window"]),
-        "embeddings": ((w, e), (k, e), "float32", np.nan, ["window", "embed"]),
         "n_tokens": ((w,), (k,), "int32", 0, ["window"]),
         DONE: ((n_chunks,), (1,), "uint8", 0, ["chunk"]),
     }
+    if b := lay.get("snv_window"):
+        specs["bases"] = ((w, b), (1, b), "uint8", 0, ["window", "base"])
+        specs["snv_llr"] = ((w, b, 4), (1, b, 4), "float32", np.nan, ["window", "base", "alt"])
+    else:
+        specs["embeddings"] = ((w, e), (k, e), "float32", np.nan, ["window", "embed"])
     if lay["token_embeddings"] or lay["tracks"]:
         specs["token_start"] = ((w, t), (1, t), "int64", -1, ["window", "token"])
         specs["token_end"] = ((w, t), (1, t), "int64", -1, ["window", "token"])

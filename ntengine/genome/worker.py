@@ -17,6 +17,7 @@ import numpy as np
 
 from ntengine.genome.fasta import FastaIndex, has_acgt, open_sequences, reverse_complement
 from ntengine.genome.settings import EmbedSettings
+from ntengine.genome.snv_llr import both_strands_llr, window_llr
 from ntengine.genome.store import STATUS, write_chunk
 from ntengine.pooling import log_softmax, pool_mean, sorted_batches
 
@@ -66,11 +67,13 @@ class ChunkRunner:
             seq, (start, end) = seqs[j], spans[j]
             lead, trail = len(seq) - len(seq.lstrip("Nn")), len(seq) - len(seq.rstrip("Nn"))
             seqs[j], spans[j] = seq[lead:len(seq) - trail], (start + lead, end - trail)
-        strands = [seqs] + ([[reverse_complement(x) for x in seqs]] if self.spec.settings.reverse_complement else [])
+        settings = self.spec.settings  # a scan reverses its strands itself (`both_strands_llr`)
+        strands = [seqs] + ([[reverse_complement(x) for x in seqs]]
+                            if settings.reverse_complement and not settings.snv_every else [])
         encoded = [(self.tokenizer.batch_encode(x, truncation=True), self.tokenizer.count_tokens(x))
                    if x else (None, counts) for x in strands]
-        return {"chunk": c, "windows": windows, "keep": keep, "spans": spans, "shortened": counts > self.context,
-                "encoded": encoded}
+        return {"chunk": c, "windows": windows, "keep": keep, "seqs": seqs, "spans": spans,
+                "shortened": counts > self.context, "encoded": encoded}
 
     def run(self, prepared: dict) -> dict[str, np.ndarray]:
         """The chunk's rows of every store array."""
@@ -79,8 +82,10 @@ class ChunkRunner:
         out = {"window_status": np.full(n, STATUS["skipped_all_n"], np.int8),
                "window_start": np.array([w[1] for w in windows], np.int64),
                "window_end": np.array([w[2] for w in windows], np.int64),
-               "embeddings": np.full((n, dim), np.nan, np.float32),
                "n_tokens": np.zeros(n, np.int32)}
+        if settings.snv_every:
+            return self._scan(prepared, out)
+        out["embeddings"] = np.full((n, dim), np.nan, np.float32)
         if settings.token_embeddings or settings.tracks:
             out["token_start"] = np.full((n, t), -1, np.int64)
             out["token_end"] = np.full((n, t), -1, np.int64)
@@ -94,6 +99,33 @@ class ChunkRunner:
         pooled = [self._pool_strand(enc, counts, prepared, out if strand == 0 else None)
                   for strand, (enc, counts) in enumerate(prepared["encoded"])]
         out["embeddings"][keep] = np.mean(pooled, axis=0)
+        return out
+
+    def _scan(self, prepared, out) -> dict[str, np.ndarray]:
+        """`run` for a scan: each kept window's bases and the LLR of its every SNV. A window
+        whose tokens overflow the context even with its terminal N runs trimmed (Ns inside
+        it) is scanned in consecutive pieces that fit, so no base goes unscored."""
+        settings, (enc, counts) = self.spec.settings, prepared["encoded"][0]
+        n, b = len(prepared["windows"]), settings.window
+        out["bases"] = np.zeros((n, b), np.uint8)
+        out["snv_llr"] = np.full((n, b, 4), np.nan, np.float32)
+        llr = both_strands_llr if settings.reverse_complement else window_llr
+        for r, w in enumerate(prepared["keep"]):
+            (start, end), seq = prepared["spans"][r], prepared["seqs"][r]
+            out["window_start"][w], out["window_end"][w] = start, end
+            out["n_tokens"][w] = int(enc.attention_mask[r].sum())  # of the first piece
+            out["window_status"][w] = STATUS["shortened" if prepared["shortened"][r] or counts[r] > self.context
+                                             else "embedded"]
+            out["bases"][w, :len(seq)] = np.frombuffer(seq.upper().encode(), np.uint8)
+            done = 0
+            while done < len(seq):
+                piece = self.tokenizer.batch_encode([seq[done:]], truncation=True)
+                fits = int(piece.offsets[0, int(piece.attention_mask[0].sum()) - 1, 1])  # bases of `context` tokens
+                out["snv_llr"][w, done:done + fits] = llr(self.engine, seq[done:done + fits], settings.snv_every,
+                                                         batch_size=settings.batch_size, tokenizer=self.tokenizer)
+                done += fits
+            if self.on_batch:
+                self.on_batch(end - start)
         return out
 
     def _pool_strand(self, enc, counts, prepared, out) -> np.ndarray:

@@ -122,6 +122,10 @@ class Scorer:
             self._planned[t] = self._fit(t)
         return self._planned[t]
 
+    def skip_reason(self, t: AlleleTask) -> str | None:
+        """Why `t` cannot be scored ("n_gap": see `windows`), or None."""
+        return "n_gap" if self.windows(t) is None else None
+
     def _fit(self, t: AlleleTask) -> VariantWindows | None:
         w = build_windows(self.fetch, t.chrom, t.pos, t.ref, t.alt, t.record_length, self.settings.window)
         if self.settings.invalid == "raise" and (bad := _NON_ACGTN.search(w.ref)):

@@ -175,7 +175,7 @@ class TableWriter:
 
 def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettings(), *, tsv=None, device="cpu",
                    dtype="float32", backend: str = "auto", trust_pickle: bool = False, progress: bool = True,
-                   adapter=None, regions=None, max_records: int | None = None) -> dict:
+                   adapter=None, regions=None, max_records: int | None = None, scan=None) -> dict:
     """Score every allele of `vcf` against `fasta`; write `out` (VCF/VCF.gz/BCF) and `tsv`.
 
     Args:
@@ -185,6 +185,8 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
         regions: only records starting in these samtools-style regions ("chrM:1-5,000" or a
             contig name); max_records: only the first N (selected) records. The output holds
             the selected records only.
+        scan: a folder written by `ntengine scan` of this FASTA: read SNV LLRs from it
+            instead of running a model (model must then be None; see `from_scan`).
     Returns:
         summary: records, alleles, scored, skipped {reason: count}, ref_mismatch_records,
         and the Scorer's window statistics.
@@ -193,14 +195,22 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
 
     import ntengine
 
-    engine = model if hasattr(model, "forward") and hasattr(model, "config") else ntengine.compile(
-        model, device=device, dtype=dtype, backend=backend, trust_pickle=trust_pickle,
-        batch_size=settings.batch_size, adapter=adapter)
-    settings.check(engine.config)
-    scan = scan_fasta(fasta, allow_iupac=True)
-    lengths = {r.name: r.length for r in scan.records}
-    sequences = open_sequences(fasta, fasta_index(fasta, scan))
-    scorer = Scorer(engine, lambda c, a, b: sequences.fetch(c, a, b).upper(), settings)
+    if (model is None) == (scan is None):
+        raise ValueError("give a model or a scan to read the scores from, not both")
+    genome = scan_fasta(fasta, allow_iupac=True)
+    lengths = {r.name: r.length for r in genome.records}
+    sequences = open_sequences(fasta, fasta_index(fasta, genome))
+    if scan is not None:
+        from ntengine.variants.from_scan import ScanScorer
+
+        scorer = ScanScorer(scan, genome.sha256)
+        source = scorer.job
+    else:
+        engine = model if hasattr(model, "forward") and hasattr(model, "config") else ntengine.compile(
+            model, device=device, dtype=dtype, backend=backend, trust_pickle=trust_pickle,
+            batch_size=settings.batch_size, adapter=adapter)
+        scorer = Scorer(engine, lambda c, a, b: sequences.fetch(c, a, b).upper(), settings)
+        source = {"model": engine.runtime.fingerprint(), "dtype": str(engine.dtype)}
     out = Path(out)
     if max_records is not None and max_records < 1:
         raise ValueError(f"max_records must be >= 1, got {max_records}")
@@ -213,8 +223,8 @@ def score_variants(model, vcf, fasta, out, settings: ScoreSettings = ScoreSettin
     reader = _open_vcf(vcf)
     n_records = min(_declare_implicit_fields(vcf, reader.header, selected), max_records or float("inf"))
     _prepare_header(reader.header, lengths, " ".join(sys.argv))
-    job = {"model": engine.runtime.fingerprint(), "dtype": str(engine.dtype), "settings": asdict(settings),
-           "vcf_sha256": _sha256(vcf), "fasta_sha256": scan.sha256, "regions": list(regions or []),
+    job = {**source, "settings": asdict(settings),
+           "vcf_sha256": _sha256(vcf), "fasta_sha256": genome.sha256, "regions": list(regions or []),
            "max_records": max_records}
     with output_lock(out):  # one run per output; a killed run's lock is taken over
         parts = BlockParts(out, job, reader.header)  # committed blocks: a rerun resumes after them
@@ -292,8 +302,8 @@ def _score_block(block, scorer, lengths, sequences, window, writer, on_batch=Non
         for a, (alt, reason) in enumerate(zip(alts, per_alt)):
             task = None if reason else AlleleTask(rec.chrom, rec.start, rec.ref.upper(), alt.upper(),
                                                   lengths[rec.chrom])
-            if task is not None and scorer.windows(task) is None:
-                per_alt[a] = reason = "n_gap"
+            if task is not None and (why := scorer.skip_reason(task)):
+                per_alt[a] = reason = why
             if reason is None:
                 where.append((r, a))
                 tasks.append(task)
@@ -307,7 +317,8 @@ def _score_block(block, scorer, lengths, sequences, window, writer, on_batch=Non
         if rec.alts:
             for info_id, (column, _) in INFO.items():
                 k = SCORES.index(column)
-                rec.info[info_id] = tuple(None if v is None else float(v[k]) for v in values)
+                rec.info[info_id] = tuple(None if v is None or not np.isfinite(v[k]) else float(v[k])
+                                          for v in values)
             rec.info[SKIP_INFO] = tuple(reason or "." for reason in reasons[r])
         try:
             writer.write(rec)
@@ -323,7 +334,8 @@ def _score_block(block, scorer, lengths, sequences, window, writer, on_batch=Non
             counts["scored"] += reason is None
             row = {"chrom": rec.chrom, "pos": rec.pos, "id": rec.id or ".", "ref": rec.ref, "alt": alt or ".",
                    "status": reason or "scored"}
-            row.update({c: ("" if values[a] is None else f"{values[a][k]:.6g}") for k, c in enumerate(SCORES)})
+            row.update({c: ("" if values[a] is None or not np.isfinite(values[a][k]) else f"{values[a][k]:.6g}")
+                        for k, c in enumerate(SCORES)})
             rows.append(row)
     stats = {k: v - stats_before[k] for k, v in scorer.stats.items()}
     return {"rows": rows, "counts": counts, "skipped": dict(skipped), "stats": stats}
