@@ -41,7 +41,7 @@ def check_png(path: Path) -> None:
 
 def test_every_script_has_help():
     scripts = sorted(p.name for p in EXAMPLES.glob("*.py") if p.name != "common.py")
-    assert scripts == ["chrM_llr.py", "embeddings_pca.py", "probing_roc.py", "tracks.py"]
+    assert scripts == ["chrM_llr.py", "embeddings_pca.py", "probing_roc.py", "snv_scan.py", "tracks.py"]
     for script in scripts:
         proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "--checkpoint" in proc.stdout and "--output" in proc.stdout, proc.stderr
@@ -84,6 +84,17 @@ def test_tracks(data, tmp_path, v2_50m):
         with pyBigWig.open(str(tmp_path / "tracks" / f"{name}.bw")) as bw:
             values = bw.values("chr2", 10_000, 16_000, numpy=True)
         assert np.isfinite(values).all() and ((values > low) & (values <= high)).all(), name
+
+
+def test_snv_scan(data, tmp_path, v2_50m):
+    import pyarrow.parquet as pq
+
+    out = run("snv_scan.py", tmp_path, data, "--checkpoint", str(v2_50m), "--region", "chr2:10,001-13,000",
+              "--window", "1500")
+    check_png(tmp_path / "snv_scan.png")
+    assert "2 windows x 7 passes over 3,000 bp" in out
+    table = pq.read_table(tmp_path / "scan" / "llr.parquet")
+    assert table.num_rows == 3 * 3000 and np.isfinite(table.column("llr").to_numpy()).all()
 
 
 def test_probing_roc(data, tmp_path, v2_50m):
