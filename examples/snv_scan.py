@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import common
-from tracks import FASTA, moving_mean, runs
+from tracks import FASTA, moving_mean, shade_repeats, soft_masked
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
 
     import pyBigWig
 
-    from ntengine.genome.fasta import fasta_index, open_sequences, parse_region, scan_fasta
+    from ntengine.genome.fasta import parse_region
     from ntengine.genome.scan import scan_genome
     from ntengine.genome.settings import EmbedSettings
 
@@ -49,16 +49,12 @@ def main() -> None:
     for name in ("max_abs", "A", "C", "G", "T"):
         with pyBigWig.open(str(folder / f"llr_{name}.bw")) as bw:
             tracks[name] = bw.values(chrom, start, end, numpy=True)
-    sequences = open_sequences(fasta, fasta_index(fasta, scan_fasta(fasta)))
-    seq = sequences.fetch(chrom, start, end)  # case kept: lowercase = soft-masked
-    sequences.close()
-    masked = np.frombuffer(seq.encode("ascii"), np.uint8) >= ord("a")
+    masked = soft_masked(fasta, chrom, start, end)
     top = tracks["max_abs"]
     print(f"max |LLR|: median {np.nanmedian(top):.3f}, 99th percentile {np.nanpercentile(top, 99):.3f}; mean "
           f"{np.nanmean(top[masked]):.3f} in repeats, {np.nanmean(top[~masked]):.3f} elsewhere")
 
-    x = (start + np.arange(len(seq)) + 1) / 1e3  # 1-based position, kb
-    repeats = [(x[a], (b - a) / 1e3) for a, b in zip(*runs(masked))]
+    x = (start + np.arange(len(masked)) + 1) / 1e3  # 1-based position, kb
     fig, axes = plt.subplots(3, 1, figsize=(11, 6), sharex=True, height_ratios=[3, 3, 1], constrained_layout=True)
     axes[0].plot(x, top, lw=0.3, color="0.6")
     axes[0].plot(x, moving_mean(top, args.smooth), lw=1.2, color="tab:blue", label=f"{args.smooth} bp mean")
@@ -69,12 +65,7 @@ def main() -> None:
     axes[1].set(ylabel=f"LLR, {args.smooth} bp mean",
                 title="llr_A/C/G/T.bw: log P(alt 6-mer) - log P(ref 6-mer), masked")
     axes[1].legend(loc="upper right", fontsize=8, ncol=4)
-    for ax in axes[:2]:
-        for left, width in repeats:
-            ax.axvspan(left, left + width, color="tab:red", alpha=0.10, lw=0)
-    axes[2].broken_barh(repeats, (0, 1), color="tab:red", lw=0)
-    axes[2].set(yticks=[], xlabel=f"{chrom} position (kb)", title="soft-masked (RepeatMasker / TRF)",
-                xlim=(x[0], x[-1]))
+    shade_repeats(axes, x, masked, chrom)
     fig.suptitle(f"ntengine scan, {fasta.name} {args.region}, k = {args.mask_every}\n{label}")
     common.save(fig, args.output / "snv_scan.png")
 

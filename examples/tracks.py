@@ -36,6 +36,27 @@ def moving_mean(values: np.ndarray, width: int) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def soft_masked(fasta: Path, chrom: str, start: int, end: int) -> np.ndarray:
+    """Bool per base of [start, end): lowercase in the FASTA (RepeatMasker / TRF repeats)."""
+    from ntengine.genome.fasta import fasta_index, open_sequences, scan_fasta
+
+    sequences = open_sequences(fasta, fasta_index(fasta, scan_fasta(fasta)))
+    seq = sequences.fetch(chrom, start, end)  # case kept: lowercase = soft-masked
+    sequences.close()
+    return np.frombuffer(seq.encode("ascii"), np.uint8) >= ord("a")
+
+
+def shade_repeats(axes, x: np.ndarray, masked: np.ndarray, chrom: str) -> None:
+    """Shade the repeats in every track axis, and draw them as bars in the last one."""
+    repeats = [(x[a], (b - a) / 1e3) for a, b in zip(*runs(masked))]  # (start, width) in kb
+    for ax in axes[:-1]:
+        for left, width in repeats:
+            ax.axvspan(left, left + width, color="tab:red", alpha=0.12, lw=0)
+    axes[-1].broken_barh(repeats, (0, 1), color="tab:red", lw=0)
+    axes[-1].set(yticks=[], xlabel=f"{chrom} position (kb)", title="soft-masked (RepeatMasker / TRF)",
+                 xlim=(x[0], x[-1]))
+
+
 def main() -> None:
     p = common.parser(__doc__)
     p.add_argument("--fasta", type=Path, help=f"a soft-masked genome (default: DATA/{FASTA})")
@@ -48,7 +69,7 @@ def main() -> None:
 
     import pyBigWig
 
-    from ntengine.genome.fasta import fasta_index, open_sequences, parse_region, scan_fasta
+    from ntengine.genome.fasta import parse_region
     from ntengine.genome.job import embed_genome
     from ntengine.genome.settings import EmbedSettings
 
@@ -65,28 +86,19 @@ def main() -> None:
     for name in ("logprob", "entropy"):
         with pyBigWig.open(str(folder / f"{name}.bw")) as bw:
             tracks[name] = bw.values(chrom, start, end, numpy=True)
-    sequences = open_sequences(fasta, fasta_index(fasta, scan_fasta(fasta)))
-    seq = sequences.fetch(chrom, start, end)  # case kept: lowercase = soft-masked
-    sequences.close()
-    masked = np.frombuffer(seq.encode("ascii"), np.uint8) >= ord("a")
-    r0, r1 = runs(masked)
+    masked = soft_masked(fasta, chrom, start, end)
     lp = tracks["logprob"]
-    print(f"{masked.mean():.1%} of {args.region} soft-masked ({len(r0)} runs); mean logprob "
+    print(f"{masked.mean():.1%} of {args.region} soft-masked ({len(runs(masked)[0])} runs); mean logprob "
           f"{np.nanmean(lp[masked]):.3f} in repeats, {np.nanmean(lp[~masked]):.3f} elsewhere")
 
-    x = (start + np.arange(len(seq)) + 1) / 1e3  # 1-based position, kb
-    repeats = [(x[a], (b - a) / 1e3) for a, b in zip(r0, r1)]  # (start, width) in kb
+    x = (start + np.arange(len(masked)) + 1) / 1e3  # 1-based position, kb
     fig, axes = plt.subplots(3, 1, figsize=(11, 6), sharex=True, height_ratios=[3, 3, 1], constrained_layout=True)
     for ax, (name, values), unit in zip(axes, tracks.items(), ("log P(token)", "entropy (nats)")):
         ax.plot(x, values, lw=0.3, color="0.6")
         ax.plot(x, moving_mean(values, args.smooth), lw=1.2, color="tab:blue", label=f"{args.smooth} bp mean")
-        for left, width in repeats:
-            ax.axvspan(left, left + width, color="tab:red", alpha=0.12, lw=0)
         ax.set(ylabel=unit, title=f"{name}.bw")
         ax.legend(loc="upper right", fontsize=8)
-    axes[2].broken_barh(repeats, (0, 1), color="tab:red", lw=0)
-    axes[2].set(yticks=[], xlabel=f"{chrom} position (kb)", title="soft-masked (RepeatMasker / TRF)",
-                xlim=(x[0], x[-1]))
+    shade_repeats(axes, x, masked, chrom)
     fig.suptitle(f"{fasta.name} {args.region}\n{label}")
     common.save(fig, args.output / "tracks.png")
 

@@ -321,6 +321,28 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-pickle", action="store_true", help="allow pickle-based weights (.bin, .joblib)")
 
 
+def _add_genome_job_args(p: argparse.ArgumentParser, chunk_windows: int) -> None:
+    """What every genome job (embed, scan) takes: regions, names, IUPAC policy, chunks, Ray,
+    the engine and the output options."""
+    p.add_argument("--regions", nargs="+", metavar="REGION", help="NAME or NAME:START-END (1-based, inclusive)")
+    p.add_argument("--bed", help="BED file of regions (0-based, half-open)")
+    p.add_argument("--records", help="comma-separated record names (default: all)")
+    p.add_argument("--rename", nargs="+", metavar="FROM=TO|FILE",
+                   help="name records in the outputs (store, bigWig) as a genome browser does: FROM=TO pairs, or "
+                        "alias files of FROM TO lines, e.g. 'gi|9626243|ref|NC_001416.1|=NC_001416.1'")
+    p.add_argument("--invalid", choices=("raise", "N"), default="raise",
+                   help="IUPAC codes other than N: raise (default) or read as N")
+    p.add_argument("--chunk-windows", type=int, default=chunk_windows,
+                   help=f"windows per committed chunk (default {chunk_windows})")
+    p.add_argument("--max-windows", type=int, metavar="N",
+                   help="a quick trial: only the first N windows (the full job then needs a new -o)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run on Ray: an address (auto, ray://host:10001) or nothing for a local cluster")
+    p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else 2)")
+    _add_engine_args(p)
+    _add_output_args(p)
+
+
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     _add_checkpoint_args(p, adapter=False)
     p.add_argument("--seed", type=int, default=0, help="seed of the model init, data order and masks (default 0)")
@@ -419,22 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also store per-token embeddings (float16) from this 1-based layer")
     p.add_argument("--reverse-complement", action="store_true",
                    help="average each window's pooled embedding over both strands")
-    p.add_argument("--regions", nargs="+", metavar="REGION", help="NAME or NAME:START-END (1-based, inclusive)")
-    p.add_argument("--bed", help="BED file of regions (0-based, half-open)")
-    p.add_argument("--records", help="comma-separated record names (default: all)")
-    p.add_argument("--rename", nargs="+", metavar="FROM=TO|FILE",
-                   help="name records in the outputs (store, bigWig) as a genome browser does: FROM=TO pairs, or "
-                        "alias files of FROM TO lines, e.g. 'gi|9626243|ref|NC_001416.1|=NC_001416.1'")
-    p.add_argument("--invalid", choices=("raise", "N"), default="raise",
-                   help="IUPAC codes other than N: raise (default) or read as N")
-    p.add_argument("--chunk-windows", type=int, default=32, help="windows per committed chunk (default 32)")
-    p.add_argument("--max-windows", type=int, metavar="N",
-                   help="a quick trial: only the first N windows (the full job then needs a new -o)")
-    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                   help="run on Ray: an address (auto, ray://host:10001) or nothing for a local cluster")
-    p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else 2)")
-    _add_engine_args(p)
-    _add_output_args(p)
+    _add_genome_job_args(p, chunk_windows=32)
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("scan", help="masked LLR of every possible SNV of a genome: bigWig, parquet, zarr",
@@ -455,20 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, help="window length in bp (default: the model's context, 6 x (tokens-1))")
     p.add_argument("--stride", type=int, help="window step in bp (default: the window, no overlap; overlapping "
                                               "windows are averaged)")
-    p.add_argument("--regions", nargs="+", metavar="REGION", help="NAME or NAME:START-END (1-based, inclusive)")
-    p.add_argument("--bed", help="BED file of regions (0-based, half-open)")
-    p.add_argument("--records", help="comma-separated record names (default: all)")
-    p.add_argument("--rename", nargs="+", metavar="FROM=TO|FILE", help="name records in the outputs (see embed)")
-    p.add_argument("--invalid", choices=("raise", "N"), default="raise",
-                   help="IUPAC codes other than N: raise (default) or read as N")
-    p.add_argument("--chunk-windows", type=int, default=8, help="windows per committed chunk (default 8)")
-    p.add_argument("--max-windows", type=int, metavar="N",
-                   help="a quick trial: only the first N windows (the full scan then needs a new -o)")
-    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                   help="run on Ray: an address (auto, ray://host:10001) or nothing for a local cluster")
-    p.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else 2)")
-    _add_engine_args(p)
-    _add_output_args(p)
+    _add_genome_job_args(p, chunk_windows=8)
     p.set_defaults(func=_cmd_scan)
 
     p = sub.add_parser("score-variants", help="zero-shot variant scores (LLR, logit diff, embedding distances)",

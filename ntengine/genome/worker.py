@@ -113,17 +113,20 @@ class ChunkRunner:
         for r, w in enumerate(prepared["keep"]):
             (start, end), seq = prepared["spans"][r], prepared["seqs"][r]
             out["window_start"][w], out["window_end"][w] = start, end
-            out["n_tokens"][w] = int(enc.attention_mask[r].sum())  # of the first piece
+            m = int(enc.attention_mask[r].sum())  # tokens of the first piece
+            out["n_tokens"][w] = m
             out["window_status"][w] = STATUS["shortened" if prepared["shortened"][r] or counts[r] > self.context
                                              else "embedded"]
             out["bases"][w, :len(seq)] = np.frombuffer(seq.upper().encode(), np.uint8)
-            done = 0
-            while done < len(seq):
-                piece = self.tokenizer.batch_encode([seq[done:]], truncation=True)
-                fits = int(piece.offsets[0, int(piece.attention_mask[0].sum()) - 1, 1])  # bases of `context` tokens
+            done, fits = 0, int(enc.offsets[r, m - 1, 1])  # bases the first piece's tokens hold
+            while True:
                 out["snv_llr"][w, done:done + fits] = llr(self.engine, seq[done:done + fits], settings.snv_every,
                                                          batch_size=settings.batch_size, tokenizer=self.tokenizer)
                 done += fits
+                if done >= len(seq):
+                    break
+                piece = self.tokenizer.batch_encode([seq[done:]], truncation=True)
+                fits = int(piece.offsets[0, int(piece.attention_mask[0].sum()) - 1, 1])
             if self.on_batch:
                 self.on_batch(end - start)
         return out
