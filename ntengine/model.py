@@ -90,7 +90,8 @@ class Attention(nn.Module):
         q, k, v = ops.qkv_rope(qkv, self.num_heads, self.head_dim**-0.5, cos, sin, positions,
                                fused=self.fused)  # [B, H, L, D]
         if not need_probs:
-            out = ops.attention(q, k, v, packing.lengths, packing.cu_seqlens, fused=self.fused)
+            out = ops.attention(q, k, v, packing.lengths, packing.cu_seqlens, fused=self.fused,
+                                max_seqlen=packing.max_seqlen)
             return ops.linear(out, self.out_proj, self.fused), None
         b, _, length, _ = q.shape
         key_mask = packing.key_mask  # [B, L]; padded batches only (the model checks)
@@ -172,6 +173,7 @@ class Packing(NamedTuple):
     segments: torch.Tensor  # [B, L] long, which sequence each token belongs to
     lengths: Optional[torch.Tensor]  # [B] (padded) or None
     cu_seqlens: Optional[torch.Tensor]  # [S + 1] (packed) or None
+    max_seqlen: int  # the longest sequence's tokens (padded: L)
 
     @staticmethod
     def padded(key_mask: torch.Tensor) -> "Packing":
@@ -182,7 +184,7 @@ class Packing(NamedTuple):
         if not torch.compiler.is_compiling() and not torch.equal(key_mask, t[None, :] < lengths[:, None]):
             raise ValueError("attention_mask must mark a prefix of each row (right padding)")
         rows = torch.arange(b, device=key_mask.device)[:, None].expand(b, length)
-        return Packing(key_mask, t.expand(b, length), rows, lengths, None)
+        return Packing(key_mask, t.expand(b, length), rows, lengths, None, length)
 
     @staticmethod
     def packed(cu_seqlens: torch.Tensor, length: int) -> "Packing":
@@ -191,7 +193,8 @@ class Packing(NamedTuple):
             raise ValueError(f"cu_seqlens must rise strictly from 0 to at most {length}, got {cu.tolist()}")
         t = torch.arange(length, device=cu.device)
         segments = torch.bucketize(t, cu[1:], right=True).clamp(max=len(cu) - 2)
-        return Packing((t < cu[-1])[None], (t - cu[segments])[None], segments[None], None, cu)
+        longest = int((cu[1:] - cu[:-1]).max())  # a host int: what the varlen kernels take
+        return Packing((t < cu[-1])[None], (t - cu[segments])[None], segments[None], None, cu, longest)
 
 
 class NTModel(nn.Module):
@@ -293,9 +296,8 @@ class NTModel(nn.Module):
         else:
             key_mask = input_ids != cfg.pad_id if attention_mask is None else attention_mask.bool()
             packing = Packing.padded(key_mask)
-        longest = length if packing.cu_seqlens is None else int(packing.positions.max()) + 1
-        if longest > cfg.max_positions:
-            raise ValueError(f"input has {longest} tokens but this model takes at most {cfg.max_positions}")
+        if packing.max_seqlen > cfg.max_positions:
+            raise ValueError(f"input has {packing.max_seqlen} tokens but this model takes at most {cfg.max_positions}")
         layers = set(layers)
         for i in layers:
             if not 1 <= i <= cfg.num_layers:

@@ -10,8 +10,9 @@ Each fusable op has three pieces sharing one name:
 * ``<op>``: what ``model.py`` calls; runs the kernel when the call says ``fused=True``
   (the model instance's route) or inside ``use("fused")``, the reference otherwise or
   inside ``use("torch")``. Fused on a device without a built kernel raises and names the
-  missing build: it never falls back silently. (Attention on CUDA is torch's SDPA on both
-  routes: its flash kernel is what we would have to beat.)
+  missing build: it never falls back silently. (Attention on CUDA is torch's: SDPA for
+  padded rows on both routes, and on the fused route the variable-length flash kernels for
+  packed rows, `ntengine.varlen`.)
 
 Shapes: B batch, L tokens, H heads, D head size, E = H * D, N rows, F FFN width.
 """
@@ -23,6 +24,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from ntengine import varlen
 
 try:
     from ntengine import _C
@@ -363,8 +366,12 @@ def _(q, k, v, lengths, cu_seqlens):
     return q.new_empty(b, length, h * d)
 
 
-def attention(q, k, v, lengths=None, cu_seqlens=None, fused: bool = False):
-    """See `attention_ref`; our flash-style kernel when fused, on the CPU."""
-    if not _fused(fused) or q.device.type == "cuda":
+def attention(q, k, v, lengths=None, cu_seqlens=None, fused: bool = False, max_seqlen: Optional[int] = None):
+    """See `attention_ref`. Fused: our flash-style kernel on the CPU; on CUDA, packed rows go
+    through the variable-length kernels (`ntengine.varlen`; max_seqlen: the longest segment),
+    padded rows through SDPA, whose flash/memory-efficient kernels take a key mask."""
+    if not _fused(fused) or (q.device.type == "cuda" and cu_seqlens is None):
         return attention_ref(q, k, v, lengths, cu_seqlens)
+    if q.device.type == "cuda":
+        return varlen.packed_attention(q, k, v, cu_seqlens, max_seqlen)
     return torch.ops.ntengine.attention(q, k, v, lengths, cu_seqlens)
