@@ -52,13 +52,16 @@ class CudaGraphBackend(Backend):
         """(static ids, static mask, static outputs, replay) for one shape: warmed up on a side
         stream (allocator and autotuning settle before capture), then captured."""
         static_ids, static_mask = ids.clone(), mask.clone()
+        # The model itself, not inner(): a replay has one shape, and inner's unpadding
+        # (fused CUDA) would make the token count depend on the data.
+        model = self.inner.model
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(3):
-                self.inner(static_ids, static_mask, layers=layers, logits=logits)
+                model(static_ids, static_mask, layers=layers, logits=logits)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = self.inner(static_ids, static_mask, layers=layers, logits=logits)
+            static_out = model(static_ids, static_mask, layers=layers, logits=logits)
         return static_ids, static_mask, static_out, graph.replay

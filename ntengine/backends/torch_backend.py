@@ -9,6 +9,7 @@ import json
 import torch
 
 from ntengine import cpu, ops
+from ntengine.backends import unpad
 from ntengine.backends.base import Backend
 from ntengine.model import NTModel
 
@@ -70,7 +71,11 @@ def _refuse_slow_half(device: torch.device, dtype: torch.dtype, backend: str) ->
 
 class TorchBackend(Backend):
     """An NTModel on `device` in `dtype`; with fused=True its instance runs our kernels
-    (`NTModel.use_fused_kernels`: QKV merged), so ``backend.model(ids)`` runs them too."""
+    (`NTModel.use_fused_kernels`: QKV merged), so ``backend.model(ids)`` runs them too.
+
+    `unpad_padded`: padded batches with enough padding run as packed rows (`unpad`); on by
+    default for fused CUDA, where packed attention has the variable-length kernels.
+    """
 
     packed = True
 
@@ -80,8 +85,13 @@ class TorchBackend(Backend):
         self.model = model.to(device=device, dtype=dtype).eval()
         if fused:
             self.model.use_fused_kernels()
+        self.unpad_padded = fused and device.type == "cuda"
 
     def __call__(self, input_ids, attention_mask=None, layers=(), attention_maps=(), logits=True, cu_seqlens=None):
+        if self.unpad_padded and cu_seqlens is None and not attention_maps:
+            mask = input_ids != self.config.pad_id if attention_mask is None else attention_mask.bool()
+            if unpad.worth_it(mask):
+                return unpad.unpadded_forward(self.model, input_ids, mask, layers=layers, logits=logits)
         return self.model(input_ids, attention_mask, layers=layers, attention_maps=attention_maps, logits=logits,
                           cu_seqlens=cu_seqlens)
 
