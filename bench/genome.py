@@ -2,6 +2,7 @@
 
     python bench/genome.py                          # NT-v2-50M shape, fused bf16, E. coli
     python bench/genome.py --preset v2-50m --dtype float32 --sizes 1000000
+    python bench/genome.py --device cuda --batch-size 32 --sizes 4641652
 
 For each job size (the first N bp of E. coli K-12, or all 4.6 Mbp), runs
 `ntengine embed` in a child process (its wall time and peak RSS, from wait4) and, in
@@ -42,8 +43,9 @@ HUMAN_BP = 3.1e9
 
 def run_job(ckpt: Path, size: int, args, out: Path) -> dict:
     """`ntengine embed` on the first `size` bp in a child: wall seconds and peak RSS (MB)."""
-    cmd = [sys.executable, "-m", "ntengine.cli", "embed", str(ckpt), str(GENOME), "-o", str(out), "-q",
-           "--regions", f"NC_000913.3:1-{size}", "--dtype", args.dtype, "--batch-size", str(args.batch_size)]
+    cmd = [sys.executable, "-m", "ntengine.cli", "embed", str(ckpt), str(args.genome), "-o", str(out), "-q",
+           "--regions", f"NC_000913.3:1-{size}", "--dtype", args.dtype, "--batch-size", str(args.batch_size),
+           "--device", args.device]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -78,15 +80,17 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", help="compute dtype (default bfloat16: fastest on this CPU)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     parser.add_argument("--sizes", default="1000000,4641652", help="job sizes in bp (default 1 Mbp and all 4.6 Mbp)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--genome", type=Path, default=GENOME, help="E. coli K-12's FASTA (default: ../shared's)")
     parser.add_argument("--out", default=str(RESULTS / "genome.json"), help="JSON path")
     args = parser.parse_args()
 
-    genome = next(read_records(GENOME)).sequence
+    genome = next(read_records(args.genome)).sequence
     rows = []
     with tempfile.TemporaryDirectory(prefix="ntengine-bench-genome-") as tmp:
         ckpt = init_checkpoint(args.preset, Path(tmp) / "ckpt")
-        engine = compile_engine(ckpt, dtype=args.dtype)
-        bare_forward(engine, genome, 50_000, args.batch_size)  # warm-up: oneDNN primitive caches
+        engine = compile_engine(ckpt, device=args.device, dtype=args.dtype)
+        bare_forward(engine, genome, 50_000, args.batch_size)  # warm-up: oneDNN primitive caches, CUDA kernels
         for size in (int(s) for s in args.sizes.split(",")):
             job = run_job(ckpt, size, args, Path(tmp) / f"job-{size}.zarr")
             bare = bare_forward(engine, genome, size, args.batch_size)
@@ -95,11 +99,13 @@ def main() -> None:
                          "forward_bp_per_s": size / bare, "job_vs_forward": bare / job["job_s"],
                          "peak_rss_mb": job["peak_rss_mb"], "human_genome_days": HUMAN_BP / rate / 86400})
             print(f"done {size:,} bp", flush=True)
-    print(f"\n{args.preset} ({args.dtype}, {engine.backend}), {machine_info()['cpu']}, "
+    where = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else machine_info()["cpu"]
+    print(f"\n{args.preset} ({args.dtype}, {engine.backend}, {engine.device}), {where}, "
           f"{torch.get_num_threads()} threads")
     print_table(rows, ["bp", "job_s", "job_bp_per_s", "forward_s", "forward_bp_per_s", "job_vs_forward",
                        "peak_rss_mb", "human_genome_days"])
     out = write_json(Path(args.out), {"preset": args.preset, "dtype": args.dtype, "backend": engine.backend,
+                                      "device": str(engine.device), "device_name": where,
                                       "batch_size": args.batch_size, "machine": machine_info(),
                                       "threads": torch.get_num_threads(), "rows": rows})
     print(f"wrote {out}")

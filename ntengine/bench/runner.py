@@ -256,14 +256,27 @@ def _mixed(engines, cfg, bases, count, timing, device, seed) -> dict:
     rounds = {"repeats": timing["repeats"] or 3}
     whole = []
     for e in engines:
-        for packed in (False, True) if e.backend == "fused" else (False,):
+        runtime = e.engine.runtime
+        unpads = getattr(runtime, "unpad_padded", False)  # fused CUDA's default
+        layouts = {"padded (sorted by length)": (False, False)}
+        if e.backend == "fused":
+            layouts["packed"] = (True, False)
+        if unpads:
+            layouts["unpadded (padded batches run packed)"] = (False, True)
+        for layout, (packed, unpadded) in layouts.items():
             e.engine.packed = packed
+            if unpads:
+                runtime.unpad_padded = unpadded
+            if device.type == "cuda":  # a layout's first call on a GPU picks its kernels
+                e.engine.embed(seqs)
             e.engine.stats = {"real_tokens": 0, "padded_tokens": 0}
             t = summarise(time_round_robin({"x": lambda e=e: e.engine.embed(seqs)}, warmup=0, **rounds)["x"])
-            whole.append({"engine": e.name, "layout": "packed" if packed else "padded (sorted by length)",
-                          "latency": t, "tokens_per_s": e.engine.stats["real_tokens"] / rounds["repeats"]
+            whole.append({"engine": e.name, "layout": layout, "latency": t,
+                          "tokens_per_s": e.engine.stats["real_tokens"] / rounds["repeats"]
                           / (t["mean_ms"] / 1e3), "padding_fraction": e.engine.padding_fraction})
         e.engine.packed = False
+        if unpads:
+            runtime.unpad_padded = True
     per_seq = {e.name: [] for e in engines}
     for s in seqs:
         samples = time_round_robin({e.name: (lambda e=e: e.engine.embed([s])) for e in engines}, warmup=1, **rounds)
