@@ -9,7 +9,8 @@ import pytest
 
 from isa import isa_params
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# Beside the repository; NTENGINE_SHARED points elsewhere (bench/gpu_acceptance.py's carried copy).
+SHARED = Path(os.environ.get("NTENGINE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 FIXTURES = SHARED / "fixtures" / "nt-reference"
 
 
