@@ -22,6 +22,8 @@ Shapes: B batch, L tokens, E embed_dim, H heads, D head_dim, V vocabulary.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Iterable, NamedTuple, Optional, Sequence
 
 import torch
@@ -40,11 +42,35 @@ def rotary_inv_freq(config: NTConfig) -> torch.Tensor:
     return 1.0 / (config.rotary_base**exponent)
 
 
+@functools.cache
+def _inv_freq_on(config: NTConfig, device: torch.device) -> torch.Tensor:
+    # Kept per device: a copy from host memory cannot run while a CUDA graph is captured.
+    return rotary_inv_freq(config).to(device)
+
+
 def rotary_tables(config: NTConfig, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin [L, D/2] (fp32) of positions 0..L-1 (the `<cls>` is position 0)."""
-    freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32),
-                        rotary_inv_freq(config).to(device))
+    device = torch.device(device)
+    # Not cached while tracing: the cache would keep the tracer's fake tensor.
+    inv_freq = rotary_inv_freq(config).to(device) if torch.compiler.is_compiling() else _inv_freq_on(config, device)
+    freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
     return freqs.cos(), freqs.sin()
+
+
+def checking_data(t: torch.Tensor) -> bool:
+    """Whether checks that read `t`'s values may run: not while torch.compile/export traces
+    (a branch on data breaks them), nor while a CUDA graph is captured (no host syncs)."""
+    return not torch.compiler.is_compiling() and not (t.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
+def right_padding_lengths(key_mask: torch.Tensor) -> torch.Tensor:
+    """Real tokens per row [B] of a bool key mask [B, L]; ValueError unless every row marks
+    a prefix (right padding). The check is a host sync, skipped where `checking_data` says."""
+    lengths = key_mask.sum(dim=1)
+    t = torch.arange(key_mask.shape[1], device=key_mask.device)
+    if checking_data(key_mask) and not torch.equal(key_mask, t[None, :] < lengths[:, None]):
+        raise ValueError("attention_mask must mark a prefix of each row (right padding)")
+    return lengths
 
 
 class Attention(nn.Module):
@@ -179,21 +205,22 @@ class Packing(NamedTuple):
     def padded(key_mask: torch.Tensor) -> "Packing":
         b, length = key_mask.shape
         t = torch.arange(length, device=key_mask.device)
-        lengths = key_mask.sum(dim=1)
-        # Checked in eager mode only: a data-dependent branch would break torch.compile/export.
-        if not torch.compiler.is_compiling() and not torch.equal(key_mask, t[None, :] < lengths[:, None]):
-            raise ValueError("attention_mask must mark a prefix of each row (right padding)")
+        lengths = right_padding_lengths(key_mask)
         rows = torch.arange(b, device=key_mask.device)[:, None].expand(b, length)
         return Packing(key_mask, t.expand(b, length), rows, lengths, None, length)
 
     @staticmethod
     def packed(cu_seqlens: torch.Tensor, length: int) -> "Packing":
         cu = cu_seqlens.to(torch.long)
-        if cu[0] != 0 or not bool((cu[1:] > cu[:-1]).all()) or cu[-1] > length:
+        sizes = cu[1:] - cu[:-1]
+        ok = cu.dim() == 1 and len(cu) >= 2
+        if ok:  # one host sync for the checks and the longest segment, a host int for the varlen kernels
+            valid = (cu[0] == 0) & (sizes > 0).all() & (cu[-1] <= length)
+            ok, longest = torch.stack([valid.long(), sizes.max()]).tolist()
+        if not ok:
             raise ValueError(f"cu_seqlens must rise strictly from 0 to at most {length}, got {cu.tolist()}")
         t = torch.arange(length, device=cu.device)
         segments = torch.bucketize(t, cu[1:], right=True).clamp(max=len(cu) - 2)
-        longest = int((cu[1:] - cu[:-1]).max())  # a host int: what the varlen kernels take
         return Packing((t < cu[-1])[None], (t - cu[segments])[None], segments[None], None, cu, longest)
 
 

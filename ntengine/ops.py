@@ -176,7 +176,9 @@ def qkv_rope_ref(qkv: torch.Tensor, num_heads: int, q_scale: float, cos: Optiona
         num_heads: H.
         q_scale: multiplies q (1/sqrt(D): the attention scale, folded in).
         cos, sin: fp32 [P, D/2] rotary tables (`model.rotary_tables`), or None (no rotary).
-        positions: int [B, L] rows of the tables per token, or None for 0..L-1.
+        positions: int [B, L] rows of the tables per token, or None for 0..L-1. The kernels
+            check them against P on the CPU; on CUDA, where that is a host sync per layer,
+            they must be < L (as a packed row's offsets within its sequences are).
     Returns:
         q, k, v: [B, H, L, D] contiguous, dtype of qkv (fp32 arithmetic inside).
     """
@@ -214,7 +216,7 @@ def _qkv_rope_op(qkv: torch.Tensor, num_heads: int, q_scale: float, cos: Optiona
         if cos.dtype != torch.float32 or sin.dtype != torch.float32 or cos.shape[-1] != d // 2:
             raise TypeError(f"cos/sin must be float32 [P, {d // 2}], got {cos.dtype} {tuple(cos.shape)}")
         cos, sin = cos.contiguous(), sin.contiguous()
-        top = length if positions is None else int(positions.max()) + 1
+        top = length if positions is None or qkv.is_cuda else int(positions.max()) + 1
         if top > cos.shape[0]:
             raise ValueError(f"rotary tables have {cos.shape[0]} rows, positions need {top}")
     if positions is not None:

@@ -207,6 +207,14 @@ def test_packed_token_dropout_is_per_sequence(fixtures_dir):
     assert rel_err(packed[len(a):], alone[1]) <= FP32
 
 
+@pytest.mark.parametrize("cu", [[0], [1, 5], [0, 5, 5], [0, 4, 30], [0, 9, 4]])
+def test_bad_cu_seqlens_are_refused(fixtures_dir, cu):
+    """Empty, not starting at 0, an empty segment, past the row, falling: each a ValueError."""
+    engine = ntengine.compile(fixtures_dir / "v2_tiny", backend="torch")
+    with pytest.raises(ValueError, match="cu_seqlens must rise strictly from 0 to at most 20"):
+        engine.forward(np.full((1, 20), 5), cu_seqlens=np.array(cu, dtype=np.int32))
+
+
 def test_compile_and_export_see_one_op_each(fixtures_dir):
     """torch.compile (fullgraph) and torch.export trace the fused model through the
     custom ops' fakes: each fused op is one graph node, and the results do not change."""

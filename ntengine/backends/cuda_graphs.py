@@ -15,6 +15,7 @@ from collections import OrderedDict
 import torch
 
 from ntengine.backends.base import Backend
+from ntengine.model import right_padding_lengths
 
 
 class CudaGraphBackend(Backend):
@@ -36,6 +37,7 @@ class CudaGraphBackend(Backend):
             return self.inner(input_ids, attention_mask, layers=layers, attention_maps=attention_maps,
                               logits=logits, cu_seqlens=cu_seqlens)
         mask = (input_ids != self.config.pad_id) if attention_mask is None else attention_mask
+        right_padding_lengths(mask.bool())  # the model's check, which cannot run inside a replay
         key = (tuple(input_ids.shape), input_ids.dtype, mask.dtype, tuple(layers), bool(logits))
         if key not in self.graphs:
             if len(self.graphs) >= self.max_graphs:
