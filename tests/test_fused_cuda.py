@@ -58,8 +58,8 @@ def test_padded_unpadded_and_packed_batches(fixtures_dir, ecoli, model, dtype, m
     seqs = _windows(ecoli, [600, 7, 1, 155, 61, 300])
     ref = ntengine.compile(fixtures_dir / model, backend="torch").embed(seqs, pooling="none")
     engine = ntengine.compile(fixtures_dir / model, device="cuda", dtype=dtype, backend="fused", batch_size=6)
-    calls, real_forward = [], unpad.unpadded_forward
-    monkeypatch.setattr(unpad, "unpadded_forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
+    calls, real_forward = [], unpad.forward
+    monkeypatch.setattr(unpad, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
     default = engine.embed(seqs, pooling="none")
     assert calls, "fused CUDA did not unpad a padded batch"
     engine.runtime.unpad_padded = False

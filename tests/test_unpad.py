@@ -33,8 +33,8 @@ def test_unpadded_equals_padded(fixtures_dir, ecoli, model, backend, monkeypatch
     engine.runtime.unpad_padded = False
     padded = engine.forward(ids, mask, **args)
     engine.runtime.unpad_padded = True
-    calls, real_forward = [], unpad.unpadded_forward
-    monkeypatch.setattr(unpad, "unpadded_forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
+    calls, real_forward = [], unpad.forward
+    monkeypatch.setattr(unpad, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
     got = engine.forward(ids, mask, **args)
     assert calls, "the batch was not unpadded"
     assert got.keys() == padded.keys()
@@ -47,7 +47,7 @@ def test_unpadded_equals_padded(fixtures_dir, ecoli, model, backend, monkeypatch
 def test_attention_maps_and_full_batches_stay_padded(fixtures_dir, ecoli, monkeypatch):
     engine = ntengine.compile(fixtures_dir / "v2_tiny")
     engine.runtime.unpad_padded = True
-    monkeypatch.setattr(unpad, "unpadded_forward", lambda *a, **k: pytest.fail("unpadded"))
+    monkeypatch.setattr(unpad, "forward", lambda *a, **k: pytest.fail("unpadded"))
     ids, mask = _batch(engine, ecoli, [300, 7])
     out = engine.forward(ids, mask, attention_maps=[(1, 0)])
     assert out["attention_map_layer_1_number_0"].shape == (2, ids.shape[1], ids.shape[1])
@@ -56,21 +56,27 @@ def test_attention_maps_and_full_batches_stay_padded(fixtures_dir, ecoli, monkey
     engine.forward(full_ids, full_mask)
 
 
-def test_worth_it():
-    def mask(lengths, width):
-        return torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+def _mask(lengths, width):
+    return torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
 
-    assert not unpad.worth_it(mask([100, 100], 100))  # no padding
-    assert not unpad.worth_it(mask([100, 99], 100))  # 0.5%: below MIN_PADDING
-    assert unpad.worth_it(mask([100, 90], 100))  # 5%
-    assert not unpad.worth_it(mask([100, 0], 100))  # an empty row cannot be packed
+
+def test_plan():
+    assert unpad.plan(_mask([100, 100], 100)) is None  # no padding
+    assert unpad.plan(_mask([100, 99], 100)) is None  # 0.5%: below MIN_PADDING
+    assert unpad.plan(_mask([100, 0], 100)) is None  # an empty row cannot be packed
+    mask = _mask([3, 1, 4, 2], 5)
+    plan = unpad.plan(mask)
+    assert plan.real.tolist() == mask.flatten().nonzero().squeeze(1).tolist() == [0, 1, 2, 5, 10, 11, 12, 13, 15, 16]
+    assert plan.cu_seqlens.tolist() == [0, 3, 4, 8, 10]
 
 
 def test_left_padding_is_refused(fixtures_dir):
     engine = ntengine.compile(fixtures_dir / "v2_tiny")
-    ids = np.full((2, 20), engine.config.pad_id)
-    ids[:, :] = 5
+    engine.runtime.unpad_padded = True
+    ids = np.full((2, 20), 5)
     mask = np.ones((2, 20), bool)
     mask[1, :10] = False
     with pytest.raises(ValueError, match="prefix of each row"):
-        unpad.unpadded_forward(engine.model, torch.from_numpy(ids), torch.from_numpy(mask))
+        unpad.plan(torch.from_numpy(mask))
+    with pytest.raises(ValueError, match="prefix of each row"):
+        engine.forward(ids, mask)

@@ -90,8 +90,9 @@ class TorchBackend(Backend):
     def __call__(self, input_ids, attention_mask=None, layers=(), attention_maps=(), logits=True, cu_seqlens=None):
         if self.unpad_padded and cu_seqlens is None and not attention_maps:
             mask = input_ids != self.config.pad_id if attention_mask is None else attention_mask.bool()
-            if unpad.worth_it(mask):
-                return unpad.unpadded_forward(self.model, input_ids, mask, layers=layers, logits=logits)
+            unpadding = unpad.plan(mask)
+            if unpadding is not None:
+                return unpad.forward(self.model, input_ids, unpadding, layers=layers, logits=logits)
         return self.model(input_ids, attention_mask, layers=layers, attention_maps=attention_maps, logits=logits,
                           cu_seqlens=cu_seqlens)
 
