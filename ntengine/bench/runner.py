@@ -139,7 +139,7 @@ def run(checkpoint=None, *, preset: str = "v2-50m", device="cpu", backends=("eag
                 skipped.append({"cell": f"{batch}x{n}", "reason": f"above the model's context of {cfg.max_positions}"})
                 continue
             log.info(f"bench: {batch} x {n} tokens, {len(engines)} engines")
-            cells += _cell(engines, cfg, bases, batch, n, device, timing, cuda_graphs, seed)
+            cells += _cell(engines, cfg, bases, batch, n, device, timing, cuda_graphs, seed, skipped)
     report = {
         "schema": SCHEMA_VERSION, "model": {"source": source, "config": cfg.to_dict()},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else machine()["cpu"],
@@ -186,7 +186,7 @@ def _isa(e: _Engine, device) -> str | None:
     return cpu.isa() if e.backend == "fused" and device.type == "cpu" else None
 
 
-def _cell(engines, cfg, bases, batch, n, device, timing, cuda_graphs, seed) -> list[dict]:
+def _cell(engines, cfg, bases, batch, n, device, timing, cuda_graphs, seed, skipped: list) -> list[dict]:
     tok = engines[0].engine.tokenizer
     enc = tok.batch_encode(windows(bases, batch, n, seed=seed + batch * 7919 + n))
     assert enc.ids.shape == (batch, n)
@@ -216,7 +216,13 @@ def _cell(engines, cfg, bases, batch, n, device, timing, cuda_graphs, seed) -> l
         for e in engines:
             if e.backend == "fused":
                 graphed = Engine(CudaGraphBackend(e.engine.runtime))
-                fns[f"{e.name}+cudagraph"] = lambda g=graphed: g.forward(ids, mask, logits=False)
+                replay = lambda g=graphed: g.forward(ids, mask, logits=False)  # noqa: E731
+                try:  # the first call captures: if capture fails, the rows say so and the run goes on
+                    replay()
+                except RuntimeError as err:
+                    skipped.append({"engine": f"{e.name}+cudagraph", "cell": f"{batch}x{n}", "reason": str(err)})
+                    continue
+                fns[f"{e.name}+cudagraph"] = replay
     memory = {name: PeakMemory(device).measure(fn) for name, fn in fns.items()}
     samples = time_round_robin(fns, repeats=timing["repeats"], duration=timing["duration"],
                                warmup=timing["warmup"], device=device)

@@ -41,6 +41,7 @@ def _contract(q, k, v, cu_q, max_q, scale=None):
     """What the varlen kernels compute, one segment at a time, [T, H, D] in and out; rows
     past cu[-1] are left as the kernels leave them: unwritten (NaN here)."""
     assert q.dim() == 3 and cu_q.dtype == torch.int32 and max_q == int((cu_q[1:] - cu_q[:-1]).max())
+    assert cu_q.device == q.device and all(t.stride(-1) == 1 for t in (q, k, v))  # flash's layout needs
     out = torch.full_like(q, float("nan"))
     bounds = cu_q.tolist()
     for a, b in zip(bounds, bounds[1:]):
@@ -91,7 +92,7 @@ def test_this_torchs_varlen_attn_is_the_signature_we_call():
 
     params = inspect.signature(varlen_attn).parameters
     assert list(params)[:7] == ["query", "key", "value", "cu_seq_q", "cu_seq_k", "max_q", "max_k"]
-    assert "scale" in params  # torch 2.13 here; 2.10's form is the stand-in above
+    # With or without `scale` (torch 2.10 has none): `_torch_kernel` handles both, tested above.
     assert varlen.kernel().name == "torch.nn.attention.varlen.varlen_attn"
 
 
