@@ -63,6 +63,11 @@ def checking_data(t: torch.Tensor) -> bool:
     return not torch.compiler.is_compiling() and not (t.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
+def key_mask_of(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], pad_id: int) -> torch.Tensor:
+    """The bool key mask [B, L]: attention_mask where given, else every non-padding token."""
+    return input_ids != pad_id if attention_mask is None else attention_mask.bool()
+
+
 def right_padding_lengths(key_mask: torch.Tensor) -> torch.Tensor:
     """Real tokens per row [B] of a bool key mask [B, L]; ValueError unless every row marks
     a prefix (right padding). The check is a host sync, skipped where `checking_data` says."""
@@ -321,8 +326,7 @@ class NTModel(nn.Module):
                 raise ValueError("packed batches take one row of ids and return no attention maps")
             packing = Packing.packed(cu_seqlens.to(input_ids.device), length)
         else:
-            key_mask = input_ids != cfg.pad_id if attention_mask is None else attention_mask.bool()
-            packing = Packing.padded(key_mask)
+            packing = Packing.padded(key_mask_of(input_ids, attention_mask, cfg.pad_id))
         if packing.max_seqlen > cfg.max_positions:
             raise ValueError(f"input has {packing.max_seqlen} tokens but this model takes at most {cfg.max_positions}")
         layers = set(layers)

@@ -8,6 +8,7 @@ import torch
 import ntengine
 from ntengine.tokenizer import InvalidSequenceError
 from tolerances import FP32, HALF, rel_err
+from windows import consecutive_windows
 
 
 @pytest.fixture(scope="module")
@@ -15,19 +16,11 @@ def tiny(fixtures_dir):
     return {m: ntengine.compile(fixtures_dir / m) for m in ("v1_tiny", "v2_tiny")}
 
 
-def _windows(genome, lengths, start=0):
-    out, pos = [], start
-    for n in lengths:
-        out.append(genome[pos:pos + n])
-        pos += n
-    return out
-
-
 @pytest.mark.parametrize("model", ["v1_tiny", "v2_tiny"])
 def test_batched_equals_alone(tiny, ecoli, model):
     """A sequence embedded alone equals the same sequence inside a padded batch."""
     engine = tiny[model]
-    seqs = _windows(ecoli, [7, 300, 61, 1, 155, 0 + 6])
+    seqs = consecutive_windows(ecoli, [7, 300, 61, 1, 155, 0 + 6])
     batched = engine.embed(seqs, pooling="none", batch_size=4)
     for seq, rows in zip(seqs, batched):
         alone = engine.embed([seq], pooling="none")[0]
@@ -38,7 +31,7 @@ def test_batched_equals_alone(tiny, ecoli, model):
 @pytest.mark.parametrize("model", ["v1_tiny", "v2_tiny"])
 def test_mean_and_cls_pooling(tiny, ecoli, model):
     engine = tiny[model]
-    seqs = _windows(ecoli, [64, 13, 200], start=1000) + ["ACGTNNACGTAC"]
+    seqs = consecutive_windows(ecoli, [64, 13, 200], start=1000) + ["ACGTNNACGTAC"]
     per_token = engine.embed(seqs, pooling="none")
     mean, cls = engine.embed(seqs, pooling="mean"), engine.embed(seqs, pooling="cls")
     assert mean.shape == cls.shape == (len(seqs), engine.config.embed_dim) and mean.dtype == np.float32
@@ -58,7 +51,7 @@ def test_layer_selection_matches_forward(tiny, ecoli):
 
 def test_logits_per_sequence(tiny, ecoli):
     engine = tiny["v1_tiny"]
-    seqs = _windows(ecoli, [30, 90])
+    seqs = consecutive_windows(ecoli, [30, 90])
     logits = engine.logits(seqs)
     for seq, lg in zip(seqs, logits):
         ids = engine.tokenizer.encode(seq)[None]
@@ -75,7 +68,7 @@ def test_torch_in_torch_out(tiny):
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_v2_50m_shape_real_genome_half_close_to_fp32(v2_50m, ecoli, dtype):
-    seqs = _windows(ecoli, [6000, 2500, 999])
+    seqs = consecutive_windows(ecoli, [6000, 2500, 999])
     fp32 = ntengine.compile(v2_50m)
     half = ntengine.compile(v2_50m, dtype=dtype, backend="torch")  # the reference, on any CPU
     assert fp32.config.num_parameters > 50e6

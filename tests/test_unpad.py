@@ -9,14 +9,11 @@ import torch
 import ntengine
 from ntengine.backends import unpad
 from tolerances import FP32, rel_err
+from windows import consecutive_windows
 
 
 def _batch(engine, genome, lengths):
-    pos, seqs = 0, []
-    for n in lengths:
-        seqs.append(genome[pos:pos + n])
-        pos += n
-    enc = engine.tokenizer.batch_encode(seqs)
+    enc = engine.tokenizer.batch_encode(consecutive_windows(genome, lengths))
     return enc.ids, enc.attention_mask.astype(bool)
 
 

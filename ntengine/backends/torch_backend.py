@@ -11,7 +11,7 @@ import torch
 from ntengine import cpu, ops
 from ntengine.backends import unpad
 from ntengine.backends.base import Backend
-from ntengine.model import NTModel
+from ntengine.model import NTModel, key_mask_of
 
 NAMES = ("torch", "fused")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -89,8 +89,7 @@ class TorchBackend(Backend):
 
     def __call__(self, input_ids, attention_mask=None, layers=(), attention_maps=(), logits=True, cu_seqlens=None):
         if self.unpad_padded and cu_seqlens is None and not attention_maps:
-            mask = input_ids != self.config.pad_id if attention_mask is None else attention_mask.bool()
-            unpadding = unpad.plan(mask)
+            unpadding = unpad.plan(key_mask_of(input_ids, attention_mask, self.config.pad_id))
             if unpadding is not None:
                 return unpad.forward(self.model, input_ids, unpadding, layers=layers, logits=logits)
         return self.model(input_ids, attention_mask, layers=layers, attention_maps=attention_maps, logits=logits,
